@@ -1,0 +1,126 @@
+//! The `sqlmcp` command line.
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use tokio_postgres::Config;
+
+use crate::{db, migrate, seed};
+
+#[derive(Debug, Parser)]
+#[command(name = "sqlmcp", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply pending schema migrations (embedded in this binary). Safe to re-run.
+    Migrate(MigrateArgs),
+    /// Load deterministic Zava Retail sample data.
+    Seed(SeedArgs),
+}
+
+#[derive(Debug, Args)]
+struct Connection {
+    /// PostgreSQL connection URL. `migrate` and `seed` connect as the role that
+    /// owns the schema.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true, value_parser = db::parse_database_url)]
+    database_url: Config,
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// Also set the password of the application role `store_manager`, which
+    /// the migrations create without one.
+    #[arg(long, env = "SQLMCP_APP_PASSWORD", hide_env_values = true)]
+    app_password: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    connection: Connection,
+    /// How much data: tiny (tests), small, or full (the original sample's size).
+    #[arg(long, value_enum, default_value = "small")]
+    scale: seed::Scale,
+    /// Random seed; the same seed and scale always give the same rows.
+    #[arg(long, default_value_t = seed::DEFAULT_SEED)]
+    seed: u64,
+    /// Replace existing sample data instead of refusing.
+    #[arg(long, conflicts_with = "if_empty")]
+    force: bool,
+    /// Seed only if the database holds no sample data yet; otherwise succeed
+    /// without changing anything.
+    #[arg(long)]
+    if_empty: bool,
+}
+
+pub async fn run() -> Result<()> {
+    match Cli::parse().command {
+        Command::Migrate(args) => run_migrate(args).await,
+        Command::Seed(args) => run_seed(args).await,
+    }
+}
+
+async fn run_migrate(args: MigrateArgs) -> Result<()> {
+    let config = &args.connection.database_url;
+    let mut client = db::connect(config).await?;
+    let applied = migrate::run(&mut client).await?;
+    if applied.is_empty() {
+        println!(
+            "{}: up to date ({} migrations)",
+            db::describe(config),
+            migrate::embedded().len()
+        );
+    }
+    for name in &applied {
+        println!("applied {name}");
+    }
+    if let Some(password) = &args.app_password {
+        migrate::set_app_password(&client, password).await?;
+        println!("set the password of role {}", migrate::APP_ROLE);
+    }
+    Ok(())
+}
+
+async fn run_seed(args: SeedArgs) -> Result<()> {
+    let config = &args.connection.database_url;
+    let mut client = db::connect(config).await?;
+    let options = seed::SeedOptions {
+        scale: args.scale,
+        seed: args.seed,
+        if_seeded: if args.force {
+            seed::IfSeeded::Replace
+        } else if args.if_empty {
+            seed::IfSeeded::Keep
+        } else {
+            seed::IfSeeded::Refuse
+        },
+        progress: true,
+    };
+    let scale = args.scale.to_possible_value().expect("scales are named");
+    eprintln!(
+        "seeding {} at scale {} with seed {}",
+        db::describe(config),
+        scale.get_name(),
+        args.seed
+    );
+    let Some(report) = seed::seed(&mut client, options).await? else {
+        println!("the database already holds sample data; left as it is");
+        return Ok(());
+    };
+    println!(
+        "loaded {} rows in {:.1}s (generated in {:.1}s)",
+        report.rows,
+        report.loaded_in.as_secs_f64(),
+        report.generated_in.as_secs_f64()
+    );
+    println!("{:<40} {:>9}  md5", "table", "rows");
+    for sum in seed::checksums(&mut client).await? {
+        println!("{:<40} {:>9}  {}", sum.table, sum.rows, sum.md5);
+    }
+    Ok(())
+}
