@@ -1,0 +1,7 @@
+//! Integration tests against a real PostgreSQL with pgvector; all in one
+//! binary so that they share one build. See `helpers` for the databases.
+
+mod helpers;
+mod migrations;
+mod rls;
+mod seed;
