@@ -1,0 +1,15 @@
+# Multi-stage build of the sqlmcp binary; the runtime image is small and
+# runs as an unprivileged user.
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release --locked && cp target/release/sqlmcp /usr/local/bin/sqlmcp
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sqlmcp
+COPY --from=build /usr/local/bin/sqlmcp /usr/local/bin/sqlmcp
+USER sqlmcp
+ENTRYPOINT ["sqlmcp"]
