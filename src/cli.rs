@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_postgres::Config;
 
-use crate::{db, migrate, seed};
+use crate::{db, migrate, seed, tools};
 
 #[derive(Debug, Parser)]
 #[command(name = "sqlmcp", version, about)]
@@ -19,6 +19,15 @@ enum Command {
     Migrate(MigrateArgs),
     /// Load deterministic Zava Retail sample data.
     Seed(SeedArgs),
+    /// Print the tool catalogue: name, description, input and output schema.
+    Tools(ToolsArgs),
+}
+
+#[derive(Debug, Args)]
+struct ToolsArgs {
+    /// A human-readable table instead of JSON.
+    #[arg(long)]
+    markdown: bool,
 }
 
 #[derive(Debug, Args)]
@@ -62,7 +71,59 @@ pub async fn run() -> Result<()> {
     match Cli::parse().command {
         Command::Migrate(args) => run_migrate(args).await,
         Command::Seed(args) => run_seed(args).await,
+        Command::Tools(args) => {
+            print_tools(&args);
+            Ok(())
+        }
     }
+}
+
+fn print_tools(args: &ToolsArgs) {
+    let definitions = tools::definitions();
+    if !args.markdown {
+        let list: Vec<_> = definitions
+            .iter()
+            .map(tools::ToolDefinition::to_json)
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("tool definitions serialise")
+        );
+        return;
+    }
+    println!("| tool | what it answers | arguments | result columns |");
+    println!("|---|---|---|---|");
+    for tool in &definitions {
+        let required: Vec<&str> = tool.input_schema["required"]
+            .as_array()
+            .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
+            .unwrap_or_default();
+        let arguments = property_names(&tool.input_schema)
+            .into_iter()
+            .map(|arg| match required.contains(&arg) {
+                true => format!("`{arg}` (required)"),
+                false => format!("`{arg}`"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = property_names(&tool.output_schema["properties"]["rows"]["items"])
+            .into_iter()
+            .map(|column| format!("`{column}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| `{}` | {} | {arguments} | {columns} |",
+            tool.name,
+            tool.description.replace('\n', " ")
+        );
+    }
+}
+
+fn property_names(schema: &serde_json::Value) -> Vec<&str> {
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().map(String::as_str).collect())
+        .unwrap_or_default()
 }
 
 async fn run_migrate(args: MigrateArgs) -> Result<()> {

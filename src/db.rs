@@ -43,3 +43,27 @@ pub async fn connect(config: &Config) -> Result<Client> {
     });
     Ok(client)
 }
+
+/// How long one statement of a tool call may run, by default.
+pub const DEFAULT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Opens the read-only transaction a tool call runs in, with the caller's
+/// identity and the statement timeout set for this transaction only
+/// (`set_config(…, true)`), so nothing survives on a pooled connection.
+pub async fn begin_as<'a>(
+    client: &'a mut Client,
+    caller: &crate::caller::CallerId,
+    statement_timeout: std::time::Duration,
+) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
+    let tx = client.build_transaction().read_only(true).start().await?;
+    tx.execute(
+        "SELECT set_config('app.current_rls_user_id', $1, true), \
+                set_config('statement_timeout', $2, true)",
+        &[
+            &caller.to_string(),
+            &format!("{}ms", statement_timeout.as_millis()),
+        ],
+    )
+    .await?;
+    Ok(tx)
+}

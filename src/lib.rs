@@ -4,12 +4,23 @@
 //!
 //! - [`cli`] — the `sqlmcp` command line: subcommands, flags and their
 //!   environment fallbacks. `main.rs` only calls [`cli::run`].
-//! - [`db`] — connecting to PostgreSQL with errors that say what to do next.
+//! - [`caller`] — the caller's identity, a UUID that row-level security
+//!   filters by.
+//! - [`db`] — connecting to PostgreSQL with errors that say what to do next,
+//!   and the read-only, identity-scoped transaction every tool call runs in.
+//! - [`tools`] — the MCP tools. One per `.sql` file in `queries/`, generated
+//!   at build time by `build.rs` from the catalogue of the `codegen/` crate
+//!   (whose cornucopia functions are type-checked against `migrations/`).
+//! - [`embeddings`] — the seam to embedding models, for tools that search by
+//!   meaning.
 //! - [`migrate`] — the refinery migrations in `migrations/`, embedded in the
 //!   binary: schema, row-level-security policies and the application role.
 //! - [`seed`] — deterministic Zava Retail sample data, bulk-loaded with COPY.
 
+pub mod caller;
 pub mod cli;
 pub mod db;
+pub mod embeddings;
 pub mod migrate;
 pub mod seed;
+pub mod tools;

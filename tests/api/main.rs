@@ -5,3 +5,4 @@ mod helpers;
 mod migrations;
 mod rls;
 mod seed;
+mod tools;

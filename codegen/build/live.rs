@@ -1,0 +1,511 @@
+//! Live generation against a scratch database.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokio_postgres::Statement;
+use tokio_postgres::error::ErrorPosition;
+
+use crate::catalogue::{self, Catalogue, Column, Embed, GENERATED_NOTICE, Param, Query, ValueKind};
+use crate::query_file::{self, QueryFile};
+use crate::{Paths, input_hashes, relative, sql_files};
+
+pub fn generate(url: &str, paths: &Paths) -> Result<(), String> {
+    let admin_config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|err| format!("{}: not a PostgreSQL URL: {err}", crate::URL_VAR))?;
+    // cornucopia drives its queries with a blocking executor on this thread,
+    // so the connections run on worker threads of their own.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start a runtime: {err}"))?;
+    let admin = runtime.block_on(connect(&runtime, &admin_config))?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let scratch = format!("sqlmcp_codegen_{}_{nanos}", std::process::id());
+    runtime
+        .block_on(admin.batch_execute(&format!("CREATE DATABASE {scratch}")))
+        .map_err(|err| {
+            format!(
+                "cannot create the scratch database {scratch}: {}",
+                pg_message(&err)
+            )
+        })?;
+
+    let mut scratch_config = admin_config.clone();
+    scratch_config.dbname(&scratch);
+    let outcome = generate_in(&runtime, &scratch_config, paths);
+
+    if let Err(err) = runtime
+        .block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")))
+    {
+        println!(
+            "cargo::warning=cannot drop the scratch database {scratch}: {}",
+            pg_message(&err)
+        );
+    }
+    outcome
+}
+
+async fn connect(
+    runtime: &tokio::runtime::Runtime,
+    config: &tokio_postgres::Config,
+) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|err| format!("{}: cannot connect: {err}", crate::URL_VAR))?;
+    runtime.spawn(connection);
+    Ok(client)
+}
+
+fn generate_in(
+    runtime: &tokio::runtime::Runtime,
+    config: &tokio_postgres::Config,
+    paths: &Paths,
+) -> Result<(), String> {
+    let mut client = runtime.block_on(connect(runtime, config))?;
+    let migrations = refinery::load_sql_migrations(&paths.migrations)
+        .map_err(|err| format!("cannot read migrations/: {err}"))?;
+    runtime
+        .block_on(refinery::Runner::new(&migrations).run_async(&mut client))
+        .map_err(|err| {
+            let cause = std::error::Error::source(&err)
+                .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+                .map(pg_message)
+                .unwrap_or_default();
+            format!("migrations/ do not apply to a fresh database: {err} {cause}\n(run `sqlmcp migrate` against a scratch database for details)")
+        })?;
+
+    let inputs = input_hashes(paths)?;
+    let mut queries = Vec::new();
+    for file in sql_files(&paths.queries)? {
+        let rel = relative(paths, &file);
+        let text =
+            std::fs::read_to_string(&file).map_err(|err| format!("cannot read {rel}: {err}"))?;
+        let parsed = query_file::parse(&text).map_err(|err| format!("{rel}: {err}"))?;
+        let stem = file
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        if parsed.name != stem {
+            return Err(format!(
+                "{rel}: the query is named `{}`; name the file {}.sql (one tool per file, named alike)",
+                parsed.name, parsed.name
+            ));
+        }
+        let statement = runtime
+            .block_on(client.prepare(&parsed.numbered_sql))
+            .map_err(|err| describe_prepare_error(&rel, &text, &parsed, &err))?;
+        queries.push(describe_query(&rel, parsed, &statement)?);
+    }
+    if queries.is_empty() {
+        return Err("queries/ holds no .sql file; there would be no tools".to_owned());
+    }
+
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo")).join("cornucopia");
+    let _ = std::fs::remove_dir_all(&out_dir);
+    let cornucopia_config = cornucopia::config::Config::builder()
+        .queries(&paths.queries)
+        .destination(&out_dir)
+        .add_derive_trait("serde::Serialize")
+        .build();
+    cornucopia::gen_live(&client, cornucopia_config).map_err(|err| {
+        format!(
+            "cornucopia rejected queries/:\n{:?}",
+            miette::Report::new(err)
+        )
+    })?;
+
+    let code = inline_module(&out_dir.join("src"), &out_dir.join("src/lib.rs"))?;
+    let code =
+        format!("// {GENERATED_NOTICE}\n// Query functions generated by cornucopia.\n\n{code}");
+    let catalogue = Catalogue {
+        generated: GENERATED_NOTICE.to_owned(),
+        inputs,
+        queries,
+    };
+    let json = serde_json::to_string_pretty(&catalogue).expect("the catalogue serialises") + "\n";
+    std::fs::create_dir_all(&paths.snapshot)
+        .map_err(|err| format!("cannot create codegen/snapshot/: {err}"))?;
+    write_if_changed(&paths.snapshot.join("cornucopia.rs"), &code)?;
+    write_if_changed(&paths.snapshot.join("catalogue.json"), &json)
+}
+
+fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    std::fs::write(path, content).map_err(|err| format!("cannot write {}: {err}", path.display()))
+}
+
+/// Replaces `mod x;` by `mod x { <x.rs> }`, recursively, so that the whole
+/// generated crate becomes one file to `include!` at a crate root.
+fn inline_module(module_dir: &Path, file: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with("// This file was generated with `cornucopia`") {
+            continue;
+        }
+        let trimmed = line.trim();
+        let declaration = trimmed
+            .strip_suffix(';')
+            .and_then(|d| d.rsplit_once("mod "))
+            .filter(|(visibility, name)| {
+                ["", "pub ", "pub(crate) "].contains(visibility)
+                    && query_file::is_identifier(name.trim_end_matches('_'))
+            });
+        match declaration {
+            Some((visibility, name)) => {
+                let child_dir = module_dir.join(name);
+                let child = [
+                    module_dir.join(format!("{name}.rs")),
+                    child_dir.join("mod.rs"),
+                ]
+                .into_iter()
+                .find(|path| path.exists())
+                .ok_or_else(|| format!("cornucopia output has no file for module {name}"))?;
+                out.push_str(&format!("{visibility}mod {name} {{\n"));
+                out.push_str(&inline_module(&child_dir, &child)?);
+                out.push_str("}\n");
+            }
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn pg_message(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
+fn describe_prepare_error(
+    rel: &str,
+    text: &str,
+    parsed: &QueryFile,
+    err: &tokio_postgres::Error,
+) -> String {
+    let mut message = format!(
+        "{rel}: query `{}` does not type-check against the schema of migrations/:",
+        parsed.name
+    );
+    if let Some(db) = err.as_db_error() {
+        if let Some(ErrorPosition::Original(position)) = db.position() {
+            let before: String = parsed
+                .numbered_sql
+                .chars()
+                .take(*position as usize - 1)
+                .collect();
+            let line = parsed.sql_line + before.matches('\n').count();
+            let source = text.lines().nth(line - 1).unwrap_or_default().trim();
+            message.push_str(&format!("\n  line {line}: {source}"));
+        }
+        message.push_str(&format!("\n  PostgreSQL: {}", pg_message(err)));
+        if let Some(hint) = db.hint() {
+            message.push_str(&format!("\n  hint: {hint}"));
+        }
+    } else {
+        message.push_str(&format!("\n  {err}"));
+    }
+    message
+}
+
+/// Combines the file's annotations with the server's view of the statement.
+fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result<Query, String> {
+    let fail = |line: usize, message: String| format!("{rel}: line {line}: {message}");
+    let name = &parsed.name;
+    for listed in &parsed.nullable_params {
+        if !parsed.bind_params.contains(listed) {
+            return Err(fail(
+                1,
+                format!("`{listed}?` names no parameter of query `{name}`"),
+            ));
+        }
+    }
+    let column_names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
+    for listed in &parsed.nullable_columns {
+        if !column_names.contains(&listed.as_str()) {
+            return Err(fail(
+                1,
+                format!("`{listed}?` names no result column of query `{name}`"),
+            ));
+        }
+    }
+    let mut embeds = Vec::new();
+    let mut hidden: Vec<&str> = Vec::new();
+    for embed in &parsed.embeds {
+        let vector_type = param_type(&parsed, statement, &embed.vector_param).ok_or_else(|| {
+            fail(
+                embed.line,
+                format!(
+                    "`{}` is not a parameter of query `{name}`",
+                    embed.vector_param
+                ),
+            )
+        })?;
+        if vector_type != "_float4" {
+            return Err(fail(
+                embed.line,
+                format!(
+                    "`{}` has type {vector_type}; an embedded vector is a real[] parameter \
+                     (write `:{}::real[]::vector` in the SQL)",
+                    embed.vector_param, embed.vector_param
+                ),
+            ));
+        }
+        if parsed.bind_params.contains(&embed.text_arg) {
+            return Err(fail(
+                embed.line,
+                format!(
+                    "`{}` is already a parameter; name the text argument differently",
+                    embed.text_arg
+                ),
+            ));
+        }
+        if let Some(model) = &embed.model_param {
+            match param_type(&parsed, statement, model) {
+                Some("text") => hidden.push(model),
+                _ => {
+                    return Err(fail(
+                        embed.line,
+                        format!("model={model}: `:{model}` must be a text parameter of the query"),
+                    ));
+                }
+            }
+        }
+        hidden.push(&embed.vector_param);
+        embeds.push(Embed {
+            vector_param: embed.vector_param.clone(),
+            text_arg: embed.text_arg.clone(),
+            description: embed.description.clone(),
+            model_param: embed.model_param.clone(),
+        });
+    }
+    for directive in &parsed.params {
+        if !parsed.bind_params.contains(&directive.name) {
+            return Err(fail(
+                directive.line,
+                format!(
+                    "`--@ param {}`: query `{name}` has no parameter :{}",
+                    directive.name, directive.name
+                ),
+            ));
+        }
+        if hidden.contains(&directive.name.as_str()) {
+            return Err(fail(
+                directive.line,
+                format!(
+                    "`{}` is filled by `--@ embed`; it takes no `--@ param`",
+                    directive.name
+                ),
+            ));
+        }
+    }
+
+    let mut params = Vec::new();
+    for (index, param_name) in parsed.bind_params.iter().enumerate() {
+        let pg_type = statement.params()[index].name().to_owned();
+        if catalogue::rust_type(&pg_type).is_none() {
+            return Err(fail(
+                parsed.sql_line,
+                format!(
+                    "parameter :{param_name} of query `{name}` has type {pg_type}, which sqlmcp cannot \
+                     take from JSON; cast it in the SQL (e.g. `:{param_name}::text::{pg_type}`)"
+                ),
+            ));
+        }
+        let directive = parsed.params.iter().find(|d| &d.name == param_name);
+        let mut param = Param {
+            name: param_name.clone(),
+            pg_type: pg_type.clone(),
+            nullable: parsed.nullable_params.contains(param_name),
+            description: directive.map(|d| d.description.clone()),
+            default: None,
+            minimum: None,
+            maximum: None,
+            allowed: None,
+        };
+        if let Some(directive) = directive {
+            check_directive(&mut param, directive)
+                .map_err(|message| fail(directive.line, message))?;
+        }
+        params.push(param);
+    }
+
+    let mut columns = Vec::new();
+    for column in statement.columns() {
+        let column_name = column.name();
+        let pg_type = column.type_().name();
+        if !query_file::is_identifier(column_name) {
+            return Err(fail(
+                parsed.sql_line,
+                format!(
+                    "result column `{column_name}` of query `{name}` is not a snake_case name; alias it (`AS total_revenue`)"
+                ),
+            ));
+        }
+        if columns.iter().any(|c: &Column| c.name == column_name) {
+            return Err(fail(
+                parsed.sql_line,
+                format!("query `{name}` returns two columns named `{column_name}`"),
+            ));
+        }
+        if catalogue::rust_type(pg_type).is_none() {
+            return Err(fail(
+                parsed.sql_line,
+                format!(
+                    "result column `{column_name}` of query `{name}` has type {pg_type}, which sqlmcp cannot write as JSON; cast it (e.g. `::text`)"
+                ),
+            ));
+        }
+        columns.push(Column {
+            name: column_name.to_owned(),
+            pg_type: pg_type.to_owned(),
+            nullable: parsed.nullable_columns.iter().any(|c| c == column_name),
+        });
+    }
+
+    if parsed.doc.iter().all(|line| line.is_empty()) {
+        return Err(fail(
+            1,
+            format!(
+                "query `{name}` has no `---` description; it is what a model reads to choose the tool"
+            ),
+        ));
+    }
+    let description = parsed
+        .doc
+        .split(|line| line.is_empty())
+        .map(|paragraph| paragraph.join(" "))
+        .filter(|paragraph| !paragraph.is_empty())
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let title = parsed.title.clone().unwrap_or_else(|| {
+        let words = name.replace('_', " ");
+        let mut chars = words.chars();
+        chars
+            .next()
+            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
+            .unwrap_or_default()
+    });
+    Ok(Query {
+        name: name.clone(),
+        file: rel.to_owned(),
+        title,
+        description,
+        params,
+        embeds,
+        columns,
+    })
+}
+
+fn param_type<'a>(parsed: &QueryFile, statement: &'a Statement, name: &str) -> Option<&'a str> {
+    let index = parsed.bind_params.iter().position(|p| p == name)?;
+    Some(statement.params()[index].name())
+}
+
+/// Checks `default`, `min`, `max` and `enum` against the parameter's type.
+fn check_directive(
+    param: &mut Param,
+    directive: &query_file::ParamDirective,
+) -> Result<(), String> {
+    let name = &param.name;
+    let kind = catalogue::array_element(&param.pg_type)
+        .map_or_else(
+            || catalogue::type_mapping(&param.pg_type).map(|m| m.kind),
+            |_| Some(ValueKind::Other),
+        )
+        .unwrap_or(ValueKind::Other);
+    let numeric = matches!(
+        kind,
+        ValueKind::Integer | ValueKind::Float | ValueKind::Decimal
+    );
+    let number = |what: &str, value: &Value| -> Result<serde_json::Number, String> {
+        match value {
+            Value::Number(n) if kind != ValueKind::Integer || n.is_i64() => Ok(n.clone()),
+            _ => Err(format!(
+                "param {name}: {what} must be {} for a {} parameter",
+                if kind == ValueKind::Integer {
+                    "an integer"
+                } else {
+                    "a number"
+                },
+                param.pg_type
+            )),
+        }
+    };
+    for (what, value, slot) in [
+        ("min", &directive.minimum, &mut param.minimum),
+        ("max", &directive.maximum, &mut param.maximum),
+    ] {
+        if let Some(value) = value {
+            if !numeric {
+                return Err(format!(
+                    "param {name}: {what} applies to numeric parameters, not {}",
+                    param.pg_type
+                ));
+            }
+            *slot = Some(number(what, value)?);
+        }
+    }
+    if let Some(allowed) = &directive.allowed {
+        let values = allowed
+            .as_array()
+            .filter(|values| !values.is_empty())
+            .and_then(|values| values.iter().map(|v| v.as_str().map(str::to_owned)).collect::<Option<Vec<_>>>())
+            .ok_or_else(|| format!("param {name}: enum must be a non-empty list of strings, like enum=[\"revenue\",\"units\"]"))?;
+        if kind != ValueKind::Text {
+            return Err(format!(
+                "param {name}: enum applies to text parameters, not {}",
+                param.pg_type
+            ));
+        }
+        param.allowed = Some(values);
+    }
+    if let Some(default) = &directive.default {
+        let fits = match (kind, default) {
+            (ValueKind::Integer | ValueKind::Float | ValueKind::Decimal, Value::Number(_)) => {
+                number("default", default)?;
+                true
+            }
+            (ValueKind::Text, Value::String(_)) | (ValueKind::Boolean, Value::Bool(_)) => true,
+            _ => false,
+        };
+        if !fits {
+            return Err(format!(
+                "param {name}: default {default} does not fit type {} (defaults are supported for text, numbers and booleans)",
+                param.pg_type
+            ));
+        }
+        let as_f64 =
+            |n: &Option<serde_json::Number>| n.as_ref().and_then(serde_json::Number::as_f64);
+        if let Some(value) = default.as_f64()
+            && (as_f64(&param.minimum).is_some_and(|min| value < min)
+                || as_f64(&param.maximum).is_some_and(|max| value > max))
+        {
+            return Err(format!(
+                "param {name}: default {default} is outside min/max"
+            ));
+        }
+        if let (Some(allowed), Some(text)) = (&param.allowed, default.as_str())
+            && !allowed.iter().any(|a| a == text)
+        {
+            return Err(format!(
+                "param {name}: default {default} is not one of enum"
+            ));
+        }
+        param.default = Some(default.clone());
+    }
+    Ok(())
+}

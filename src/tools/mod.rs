@@ -1,0 +1,154 @@
+//! The MCP tools: one per curated query in `queries/`, generated at build
+//! time (see `build.rs`), each with a JSON Schema for its arguments and its
+//! result.
+
+mod curated;
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio_postgres::Client;
+
+use crate::caller::CallerId;
+use crate::db;
+use crate::embeddings::Embedder;
+
+pub use curated::CuratedCall;
+
+/// A tool as MCP lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolDefinition {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+    pub output_schema: Value,
+    /// The `.sql` file it comes from.
+    pub source: &'static str,
+}
+
+impl ToolDefinition {
+    /// The definition as `tools/list` returns it.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "title": self.title,
+            "description": self.description,
+            "inputSchema": self.input_schema,
+            "outputSchema": self.output_schema,
+            "annotations": {
+                "title": self.title,
+                "readOnlyHint": true,
+                "destructiveHint": false,
+                "idempotentHint": true,
+                "openWorldHint": false,
+            },
+        })
+    }
+}
+
+/// Every tool, in name order.
+pub fn definitions() -> Vec<ToolDefinition> {
+    curated::DEFINITIONS
+        .iter()
+        .map(|tool| ToolDefinition {
+            name: tool.name,
+            title: tool.title,
+            description: tool.description,
+            input_schema: (tool.input_schema)(),
+            output_schema: serde_json::from_str(tool.output_schema)
+                .expect("generated output schemas are valid JSON"),
+            source: tool.source,
+        })
+        .collect()
+}
+
+/// A failed tool call, worded for the model that made it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ToolError {
+    #[error("unknown tool `{0}`")]
+    UnknownTool(String),
+    #[error("invalid argument `{argument}`: {rule}")]
+    InvalidArgument { argument: String, rule: String },
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("could not embed the text: {0}")]
+    Embedding(String),
+    #[error("the query was cancelled: it ran longer than the statement timeout")]
+    Timeout,
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl ToolError {
+    pub fn from_database(err: tokio_postgres::Error) -> ToolError {
+        let Some(db) = err.as_db_error() else {
+            return ToolError::Database(err.to_string());
+        };
+        if *db.code() == tokio_postgres::error::SqlState::QUERY_CANCELED {
+            return ToolError::Timeout;
+        }
+        let mut message = db.message().to_owned();
+        if let Some(detail) = db.detail() {
+            message.push_str(&format!(" ({detail})"));
+        }
+        ToolError::Database(message)
+    }
+}
+
+/// A successful result: `structuredContent`, also sent as text.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    pub structured: Value,
+}
+
+/// What a tool call may use besides the database.
+pub struct ToolContext<'a> {
+    pub embedder: Option<&'a dyn Embedder>,
+    /// Rows returned at most; more set `truncated`.
+    pub max_rows: usize,
+    pub statement_timeout: Duration,
+}
+
+impl ToolContext<'_> {
+    pub fn embedder(&self) -> Result<&dyn Embedder, ToolError> {
+        self.embedder.ok_or_else(|| {
+            ToolError::Unavailable(
+                "this tool needs an embedding model, and none is configured".to_owned(),
+            )
+        })
+    }
+}
+
+impl Default for ToolContext<'_> {
+    fn default() -> Self {
+        ToolContext {
+            embedder: None,
+            max_rows: 1_000,
+            statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
+        }
+    }
+}
+
+/// Calls a tool as `caller`: arguments are parsed and validated before any
+/// SQL runs; the query runs in one read-only transaction with the caller's
+/// identity set for that transaction only.
+pub async fn call(
+    client: &mut Client,
+    caller: &CallerId,
+    name: &str,
+    arguments: Value,
+    context: &ToolContext<'_>,
+) -> Result<ToolOutput, ToolError> {
+    let call = CuratedCall::parse(name, arguments)
+        .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??;
+    let tx = db::begin_as(client, caller, context.statement_timeout)
+        .await
+        .map_err(ToolError::from_database)?;
+    let output = call.run(&tx, context).await?;
+    tx.commit().await.map_err(ToolError::from_database)?;
+    Ok(output)
+}

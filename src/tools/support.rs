@@ -1,0 +1,154 @@
+//! What the generated tool code calls: argument parsing and checks that name
+//! the argument and the rule, embedding, and result collection with a row cap.
+
+use futures_util::{Stream, TryStreamExt};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+pub use super::{ToolContext, ToolError, ToolOutput};
+use crate::embeddings::Embedder;
+
+/// A generated tool's static description.
+pub struct CuratedTool {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    pub source: &'static str,
+    pub output_schema: &'static str,
+    pub input_schema: fn() -> Value,
+}
+
+/// The JSON Schema of an argument struct, as MCP's `inputSchema`.
+pub fn input_schema<T: schemars::JsonSchema>() -> Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    let mut value = serde_json::to_value(schema).expect("schemas serialise");
+    if let Some(object) = value.as_object_mut() {
+        // the tool carries its own title and description
+        object.remove("$schema");
+        object.remove("title");
+        object.remove("description");
+    }
+    value
+}
+
+/// Deserialises arguments, naming the argument that does not fit.
+pub fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
+    let arguments = match arguments {
+        Value::Null => Value::Object(Default::default()),
+        Value::Object(_) => arguments,
+        other => {
+            return Err(ToolError::InvalidArguments(format!(
+                "expected an object of named arguments, got {other}"
+            )));
+        }
+    };
+    serde_path_to_error::deserialize(arguments).map_err(|err| {
+        let path = err.path().to_string();
+        let message = err.inner().to_string();
+        match message.strip_prefix("unknown field ") {
+            Some(rest) => {
+                let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
+                let expected = if expected.is_empty() {
+                    String::new()
+                } else {
+                    format!("; expected {expected}")
+                };
+                ToolError::InvalidArgument {
+                    argument: field.trim_matches('`').to_owned(),
+                    rule: format!("no such argument{expected}"),
+                }
+            }
+            None if path == "." => match message.strip_prefix("missing field ") {
+                Some(field) => ToolError::InvalidArgument {
+                    argument: field.trim_matches('`').to_owned(),
+                    rule: "is required".to_owned(),
+                },
+                None => ToolError::InvalidArguments(message),
+            },
+            None => ToolError::InvalidArgument {
+                argument: path,
+                rule: message,
+            },
+        }
+    })
+}
+
+pub fn check_range<T: PartialOrd + std::fmt::Display>(
+    argument: &str,
+    value: &T,
+    minimum: Option<T>,
+    maximum: Option<T>,
+) -> Result<(), ToolError> {
+    let fail = |rule: String| ToolError::InvalidArgument {
+        argument: argument.to_owned(),
+        rule,
+    };
+    if let Some(minimum) = minimum.filter(|min| value < min) {
+        return Err(fail(format!("must be at least {minimum}, got {value}")));
+    }
+    if let Some(maximum) = maximum.filter(|max| value > max) {
+        return Err(fail(format!("must be at most {maximum}, got {value}")));
+    }
+    Ok(())
+}
+
+pub fn check_allowed(argument: &str, value: &str, allowed: &[&str]) -> Result<(), ToolError> {
+    if allowed.contains(&value) {
+        return Ok(());
+    }
+    Err(ToolError::InvalidArgument {
+        argument: argument.to_owned(),
+        rule: format!("must be one of {}, got {value:?}", allowed.join(", ")),
+    })
+}
+
+pub fn check_not_blank(argument: &str, value: &str) -> Result<(), ToolError> {
+    if value.trim().is_empty() {
+        return Err(ToolError::InvalidArgument {
+            argument: argument.to_owned(),
+            rule: "must not be empty".to_owned(),
+        });
+    }
+    Ok(())
+}
+
+pub async fn embed(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>, ToolError> {
+    embedder
+        .embed(text)
+        .await
+        .map_err(|err| ToolError::Embedding(format!("{err:#}")))
+}
+
+/// Reads at most `max_rows` rows from the stream (one more tells whether
+/// there were more) into `{rows, row_count, truncated}`.
+pub async fn collect_rows<T, E: std::fmt::Display>(
+    rows: impl Stream<Item = Result<T, tokio_postgres::Error>>,
+    to_json: impl Fn(T) -> Result<Value, E>,
+    max_rows: usize,
+    extra: Option<(&str, &str)>,
+) -> Result<ToolOutput, ToolError> {
+    let mut rows = std::pin::pin!(rows);
+    let mut out = Vec::new();
+    let mut truncated = false;
+    while let Some(row) = rows.try_next().await.map_err(ToolError::from_database)? {
+        if out.len() == max_rows {
+            truncated = true;
+            break;
+        }
+        out.push(
+            to_json(row)
+                .map_err(|err| ToolError::Database(format!("cannot encode a row: {err}")))?,
+        );
+    }
+    let mut structured = serde_json::json!({
+        "row_count": out.len(),
+        "truncated": truncated,
+        "rows": out,
+    });
+    if let Some((key, value)) = extra {
+        structured[key] = Value::String(value.to_owned());
+    }
+    Ok(ToolOutput { structured })
+}
