@@ -127,10 +127,16 @@ fn tool_module(query: &Query) -> String {
     )
     .unwrap();
     writeln!(out, "pub const SOURCE: &str = {:?};", query.file).unwrap();
+    let schema = serde_json::to_string_pretty(&output_schema(query)).expect("schemas serialise");
+    // a raw string needs more #s than any "# run inside it
+    let hashes = "#".repeat(
+        (1..)
+            .find(|n| !schema.contains(&format!("\"{}", "#".repeat(*n))))
+            .unwrap(),
+    );
     writeln!(
         out,
-        "pub const OUTPUT_SCHEMA: &str = {:?};\n",
-        output_schema(query).to_string()
+        "pub const OUTPUT_SCHEMA: &str = r{hashes}\"{schema}\"{hashes};\n"
     )
     .unwrap();
 

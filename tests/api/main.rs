@@ -1,6 +1,8 @@
 //! Integration tests against a real PostgreSQL with pgvector; all in one
 //! binary so that they share one build. See `helpers` for the databases.
 
+mod codegen;
+mod golden;
 mod helpers;
 mod migrations;
 mod rls;

@@ -1,0 +1,113 @@
+//! The `.sql` reader of the build script, on its own.
+
+#[path = "../build/query_file.rs"]
+#[allow(dead_code)]
+mod query_file;
+
+use query_file::{number_params, parse};
+use serde_json::json;
+
+#[test]
+fn reads_annotation_docs_directives_and_numbers_params_like_cornucopia() {
+    let file = "\
+-- leading comment
+--! top_products (start_date?, category?) : (category_name?)
+--- Best sellers.
+---
+--- Second paragraph.
+--@ title Top products
+--@ param limit \"How many\" default=10 min=1 max=100
+--@ param rank_by \"Rank by\" default=\"revenue\" enum=[\"revenue\",\"units\"]
+--@ embed vec from query_text \"What to find\" model=model_id
+SELECT :start_date::date, :category, :limit, :start_date -- :not_a_param
+FROM t WHERE s = 'it''s :quoted' AND d = $tag$ :dollar $tag$ AND \"x:y\" = 1 /* :comment */;
+";
+    let parsed = parse(file).unwrap();
+    assert_eq!(parsed.name, "top_products");
+    assert_eq!(parsed.nullable_params, ["start_date", "category"]);
+    assert_eq!(parsed.nullable_columns, ["category_name"]);
+    assert_eq!(parsed.doc, ["Best sellers.", "", "Second paragraph."]);
+    assert_eq!(parsed.title.as_deref(), Some("Top products"));
+    assert_eq!(parsed.bind_params, ["start_date", "category", "limit"]);
+    assert_eq!(parsed.sql_line, 10);
+    assert!(
+        parsed
+            .numbered_sql
+            .starts_with("SELECT $1::date, $2, $3, $1 \nFROM t"),
+        "{}",
+        parsed.numbered_sql
+    );
+    assert!(parsed.numbered_sql.contains("'it''s :quoted'"));
+    assert!(parsed.numbered_sql.contains("$tag$ :dollar $tag$"));
+    assert!(parsed.numbered_sql.contains("\"x:y\""));
+    assert!(!parsed.numbered_sql.contains(":comment") && !parsed.numbered_sql.ends_with(';'));
+
+    let limit = &parsed.params[0];
+    assert_eq!(
+        (limit.name.as_str(), limit.description.as_str()),
+        ("limit", "How many")
+    );
+    assert_eq!(
+        (
+            limit.default.clone(),
+            limit.minimum.clone(),
+            limit.maximum.clone()
+        ),
+        (Some(json!(10)), Some(json!(1)), Some(json!(100)))
+    );
+    assert_eq!(parsed.params[1].allowed, Some(json!(["revenue", "units"])));
+    let embed = &parsed.embeds[0];
+    assert_eq!(
+        (
+            embed.vector_param.as_str(),
+            embed.text_arg.as_str(),
+            embed.model_param.as_deref()
+        ),
+        ("vec", "query_text", Some("model_id"))
+    );
+}
+
+#[test]
+fn block_comments_keep_tokens_and_lines_apart() {
+    let (sql, _) = number_params("SELECT a/* x */b,\n/* one\ntwo */ :p", 1).unwrap();
+    assert_eq!(sql, "SELECT a b,\n\n $1");
+}
+
+#[test]
+fn errors_name_the_line_and_the_rule() {
+    let cases = [
+        ("SELECT 1;", "line 1: no `--! name` query annotation"),
+        (
+            "--! a\nSELECT 1;\n--! b\nSELECT 2;",
+            "line 3: a second `--!` query",
+        ),
+        (
+            "--! TopProducts\nSELECT 1",
+            "line 1: query name `TopProducts` must be snake_case",
+        ),
+        ("--! q (a)\nSELECT :a", "line 1: list only nullable names"),
+        ("--! q : Row(a)\nSELECT 1", "named row types"),
+        (
+            "--! q\n--@ param x \"d\" maxx=3\nSELECT :x",
+            "line 2: param x: unknown key `maxx`",
+        ),
+        (
+            "--! q\n--@ param x no quotes\nSELECT :x",
+            "line 2: param x: expected a description in double quotes",
+        ),
+        (
+            "--! q\n--@ tilte Typo\nSELECT 1",
+            "line 2: unknown directive `--@ tilte Typo`",
+        ),
+        (
+            "--! q\n--@ embed v to t \"d\"\nSELECT :v",
+            "line 2: expected `--@ embed",
+        ),
+        ("--! q\nSELECT 'open", "line 2: unclosed quote"),
+        ("--! q\n", "query `q` has no SQL"),
+    ];
+    for (file, expected) in cases {
+        let err = parse(file).unwrap_err().to_string();
+        assert!(err.contains(expected), "{file:?}: {err}");
+    }
+}
