@@ -4,6 +4,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_postgres::Config;
 
+use crate::caller::CallerId;
 use crate::{db, migrate, seed, tools};
 
 #[derive(Debug, Parser)]
@@ -21,6 +22,23 @@ enum Command {
     Seed(SeedArgs),
     /// Print the tool catalogue: name, description, input and output schema.
     Tools(ToolsArgs),
+    /// Call one tool as a caller and print its result (for development).
+    Call(CallArgs),
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    /// Connect as the application role (store_manager), as the server does.
+    #[command(flatten)]
+    connection: Connection,
+    /// The tool's name, as `sqlmcp tools` lists it.
+    tool: String,
+    /// The arguments as a JSON object.
+    #[arg(default_value = "{}")]
+    arguments: String,
+    /// The caller's id (a UUID); row-level security shows only what it may see.
+    #[arg(long, env = "SQLMCP_CALLER_ID")]
+    caller: String,
 }
 
 #[derive(Debug, Args)]
@@ -75,7 +93,22 @@ pub async fn run() -> Result<()> {
             print_tools(&args);
             Ok(())
         }
+        Command::Call(args) => run_call(args).await,
     }
+}
+
+async fn run_call(args: CallArgs) -> Result<()> {
+    let caller = CallerId::parse(&args.caller)?;
+    let arguments: serde_json::Value = serde_json::from_str(&args.arguments)
+        .map_err(|err| anyhow::anyhow!("the arguments are not JSON: {err}"))?;
+    let mut client = db::connect(&args.connection.database_url).await?;
+    let context = tools::ToolContext::default();
+    let output = tools::call(&mut client, &caller, &args.tool, arguments, &context).await?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&output.structured).expect("results serialise")
+    );
+    Ok(())
 }
 
 fn print_tools(args: &ToolsArgs) {

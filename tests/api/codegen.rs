@@ -93,8 +93,8 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-#[test]
-fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly() {
+#[tokio::test]
+async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly() {
     let url = crate::helpers::url_of(&admin_config());
     let workspace = Workspace::copy();
     let fixture =
@@ -178,6 +178,35 @@ fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly() {
         snapshot.contains("\"queries/recent_orders.sql\""),
         "the snapshot was refreshed"
     );
+
+    // A result type sqlmcp cannot write as JSON.
+    std::fs::write(
+        &query_file,
+        fixture.replace(
+            "o.order_id,\n",
+            "o.order_id,\n       '127.0.0.1'::inet AS address,\n",
+        ),
+    )
+    .unwrap();
+    let unsupported = workspace.build(Some(&url));
+    assert!(!unsupported.status.success());
+    let err = stderr(&unsupported);
+    assert!(
+        err.contains("result column `address` of query `recent_orders` has type inet, which sqlmcp cannot write as JSON; cast it"),
+        "{err}"
+    );
+
+    // Every live build dropped its scratch database.
+    let admin = crate::helpers::connect(&admin_config()).await;
+    let scratch: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'sqlmcp\\_codegen\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scratch, 0, "scratch databases left behind");
 
     // Changed again, but no database to regenerate with: a clear refusal.
     std::fs::write(
