@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::helpers::admin_config;
+use crate::helpers::{admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
 const COPIED: [&str; 10] = [
@@ -87,10 +87,6 @@ impl Drop for Workspace {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.root);
     }
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
 #[tokio::test]
@@ -172,6 +168,51 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
         "mean_quantity": {"type": "number"},
     });
     assert_eq!(columns, &expected);
+    // Called through the new binary: values cross into JSON as the schema says.
+    let db = crate::helpers::TestDb::seeded().await;
+    let called = Command::new(Path::new(REPOSITORY).join("target/workspace-copy/debug/sqlmcp"))
+        .args([
+            "call",
+            "recent_orders",
+            r#"{"online": true, "limit": 2, "min_total": "10.5"}"#,
+        ])
+        .args(["--caller", crate::helpers::HEAD_OFFICE])
+        .args(["--database-url", &crate::helpers::url_of(&db.app_config())])
+        .output()
+        .expect("run sqlmcp call");
+    assert!(called.status.success(), "{}", stderr(&called));
+    let result: Value = serde_json::from_slice(&called.stdout).unwrap();
+    let validator = jsonschema::validator_for(&tool["outputSchema"]).unwrap();
+    assert!(validator.is_valid(&result), "{result:#}");
+    let row = &result["rows"][0];
+    assert_eq!(result["row_count"], 2);
+    assert_eq!(row["store_manager_id"], crate::helpers::ONLINE);
+    assert_eq!(row["is_online"], true);
+    assert_eq!(row["details"], json!({"store": "Zava Retail Online"}));
+    assert!(
+        row["product_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(Value::is_i64)
+    );
+    let total = row["total"].as_str().unwrap();
+    assert!(
+        total
+            .split_once('.')
+            .is_some_and(|(_, cents)| cents.len() == 2),
+        "{total}"
+    );
+    let created = row["created_at_utc"].as_str().unwrap();
+    assert!(
+        created.len() >= 20
+            && created.as_bytes()[10] == b'T'
+            && (created.ends_with('Z') || created.contains('+')),
+        "RFC 3339: {created}"
+    );
+    assert!(row["mean_quantity"].is_f64());
+    drop(db);
+
     let snapshot =
         std::fs::read_to_string(workspace.root.join("codegen/snapshot/catalogue.json")).unwrap();
     assert!(

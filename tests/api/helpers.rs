@@ -297,3 +297,11 @@ pub fn sqlmcp(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
         .output()
         .expect("run sqlmcp")
 }
+
+pub fn stdout(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &std::process::Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

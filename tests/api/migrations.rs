@@ -1,15 +1,7 @@
 use refinery::Migration;
 use sqlmcp::migrate;
 
-use crate::helpers::{TestDb, sqlmcp};
-
-fn stdout(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn stderr(output: &std::process::Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
+use crate::helpers::{TestDb, sqlmcp, stderr, stdout};
 
 #[tokio::test]
 async fn migrate_applies_everything_then_is_a_no_op() {

@@ -1,6 +1,6 @@
 use sqlmcp::seed::{self, Scale, SeedOptions, TableChecksum};
 
-use crate::helpers::{HEAD_OFFICE, TestDb, query_as, sqlmcp};
+use crate::helpers::{HEAD_OFFICE, TestDb, query_as, sqlmcp, stderr, stdout};
 
 fn options(seed: u64) -> SeedOptions {
     SeedOptions {
@@ -57,12 +57,8 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
         &["seed", "--scale", "tiny", "--seed", "7"],
         &[("DATABASE_URL", &url)],
     );
-    assert!(
-        first.status.success(),
-        "{}",
-        String::from_utf8_lossy(&first.stderr)
-    );
-    let printed = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{}", stderr(&first));
+    let printed = stdout(&first);
     let checksums = seed::checksums(&mut db.owner().await).await.unwrap();
     for sum in &checksums {
         assert!(
@@ -74,7 +70,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
 
     let again = sqlmcp(&["seed", "--scale", "tiny"], &[("DATABASE_URL", &url)]);
     assert!(!again.status.success());
-    let err = String::from_utf8_lossy(&again.stderr);
+    let err = stderr(&again);
     assert!(
         err.contains("already holds sample data; pass --force"),
         "{err}"
@@ -89,12 +85,8 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
         &["seed", "--scale", "tiny", "--seed", "9", "--if-empty"],
         &[("DATABASE_URL", &url)],
     );
-    assert!(
-        kept.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kept.stderr)
-    );
-    assert!(String::from_utf8_lossy(&kept.stdout).contains("left as it is"));
+    assert!(kept.status.success(), "{}", stderr(&kept));
+    assert!(stdout(&kept).contains("left as it is"));
     assert_eq!(
         seed::checksums(&mut db.owner().await).await.unwrap(),
         checksums,
@@ -105,11 +97,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
         &["seed", "--scale", "tiny", "--seed", "7", "--force"],
         &[("DATABASE_URL", &url)],
     );
-    assert!(
-        forced.status.success(),
-        "{}",
-        String::from_utf8_lossy(&forced.stderr)
-    );
+    assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(
         seed::checksums(&mut db.owner().await).await.unwrap(),
         checksums,
