@@ -1,6 +1,6 @@
 //! Connecting to PostgreSQL.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use tokio_postgres::{Client, Config, NoTls};
 
 /// Parses a `postgres://` URL or a `key=value` connection string.
@@ -66,4 +66,86 @@ pub async fn begin_as<'a>(
     )
     .await?;
     Ok(tx)
+}
+
+/// A connection pool whose callers wait at most `wait` for a connection.
+pub fn pool(
+    config: &Config,
+    size: usize,
+    wait: std::time::Duration,
+) -> Result<deadpool_postgres::Pool> {
+    let manager = deadpool_postgres::Manager::from_config(
+        config.clone(),
+        NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(wait))
+        .create_timeout(Some(std::time::Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .context("cannot build the connection pool")
+}
+
+/// Refuses a connection whose role would not be held back by row-level
+/// security: a superuser, a BYPASSRLS role, or one that has the privileges of
+/// the owner of a table with RLS. Also refuses tables whose RLS is off.
+pub async fn check_application_role(client: &Client) -> Result<()> {
+    let row = client
+        .query_one(
+            "SELECT current_user::text, r.rolsuper, r.rolbypassrls, \
+                    coalesce((SELECT array_agg(n.nspname || '.' || c.relname ORDER BY c.relname) \
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE n.nspname = 'retail' AND c.relrowsecurity \
+                        AND pg_has_role(current_user, c.relowner, 'USAGE')), '{}'), \
+                    coalesce((SELECT array_agg(n.nspname || '.' || c.relname ORDER BY c.relname) \
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE n.nspname = 'retail' \
+                        AND c.relname IN ('customers', 'orders', 'order_items', 'inventory') \
+                        AND NOT (c.relrowsecurity AND c.relforcerowsecurity)), '{}'), \
+                    (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE n.nspname = 'retail' AND c.relname = 'orders') \
+             FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .context("cannot inspect the role this server connects as")?;
+    let (role, superuser, bypass): (String, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    let owned: Vec<String> = row.get(3);
+    let unprotected: Vec<String> = row.get(4);
+    let schema_present: i64 = row.get(5);
+    let fix = "connect as the application role store_manager (for the local database: scripts/dev-db url app)";
+    if superuser {
+        bail!(
+            "refusing to serve: role {role} is a superuser, so row-level security would not apply; {fix}"
+        );
+    }
+    if bypass {
+        bail!(
+            "refusing to serve: role {role} has BYPASSRLS, so row-level security would not apply; {fix}"
+        );
+    }
+    if !owned.is_empty() {
+        bail!(
+            "refusing to serve: role {role} has the privileges of the owner of {}, which row-level security \
+             does not restrict; {fix}",
+            owned.join(", ")
+        );
+    }
+    if schema_present == 0 {
+        bail!(
+            "refusing to serve: the retail schema is missing or not visible to role {role}; run `sqlmcp migrate`"
+        );
+    }
+    if !unprotected.is_empty() {
+        bail!(
+            "refusing to serve: row-level security is not enabled and forced on {}; run `sqlmcp migrate` \
+             (or ALTER TABLE … ENABLE/FORCE ROW LEVEL SECURITY)",
+            unprotected.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -4,6 +4,8 @@
 //!
 //! - [`cli`] — the `sqlmcp` command line: subcommands, flags and their
 //!   environment fallbacks. `main.rs` only calls [`cli::run`].
+//! - [`auth`] — how HTTP callers prove who they are: a trusted header or a
+//!   verified JWT.
 //! - [`caller`] — the caller's identity, a UUID that row-level security
 //!   filters by.
 //! - [`db`] — connecting to PostgreSQL with errors that say what to do next,
@@ -17,6 +19,7 @@
 //!   binary: schema, row-level-security policies and the application role.
 //! - [`seed`] — deterministic Zava Retail sample data, bulk-loaded with COPY.
 
+pub mod auth;
 pub mod caller;
 pub mod cli;
 pub mod db;

@@ -160,6 +160,81 @@ fn line_at(sql: &str, position: usize) -> (usize, &str) {
     (line, &sql[start..end])
 }
 
+/// How the database's migration history compares with this binary's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    Current,
+    /// Embedded migrations not applied yet.
+    Pending(Vec<String>),
+    /// Applied migrations this binary does not know (a newer sqlmcp migrated it).
+    Newer(Vec<String>),
+    /// An applied migration differs from the embedded one of the same version.
+    Diverged(String),
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Current => write!(f, "migrations are current"),
+            Status::Pending(names) => write!(
+                f,
+                "migrations not applied yet: {}; run `sqlmcp migrate`",
+                names.join(", ")
+            ),
+            Status::Newer(names) => write!(
+                f,
+                "the database has migrations this binary does not know ({}); use a newer sqlmcp",
+                names.join(", ")
+            ),
+            Status::Diverged(name) => {
+                write!(f, "applied migration {name} differs from this binary's")
+            }
+        }
+    }
+}
+
+/// Compares the applied migrations with the embedded ones (read-only).
+pub async fn status(client: &Client) -> Result<Status> {
+    let rows = client
+        .query(
+            "SELECT version, name, checksum FROM refinery_schema_history ORDER BY version",
+            &[],
+        )
+        .await
+        .map_err(|err| match err.code() {
+            Some(code) if *code == tokio_postgres::error::SqlState::UNDEFINED_TABLE => {
+                anyhow!("the database has never been migrated; run `sqlmcp migrate`")
+            }
+            _ => anyhow!("cannot read the migration history: {err}"),
+        })?;
+    let embedded = embedded();
+    let mut newer = Vec::new();
+    for row in &rows {
+        let (version, name, checksum): (i32, String, String) = (row.get(0), row.get(1), row.get(2));
+        match embedded.iter().find(|m| m.version() == version) {
+            None => newer.push(format!("V{version}__{name}")),
+            Some(m) if m.name() != name || m.checksum().to_string() != checksum => {
+                return Ok(Status::Diverged(m.to_string()));
+            }
+            Some(_) => {}
+        }
+    }
+    if !newer.is_empty() {
+        return Ok(Status::Newer(newer));
+    }
+    let applied: Vec<i32> = rows.iter().map(|r| r.get(0)).collect();
+    let pending: Vec<String> = embedded
+        .iter()
+        .filter(|m| !applied.contains(&m.version()))
+        .map(ToString::to_string)
+        .collect();
+    Ok(if pending.is_empty() {
+        Status::Current
+    } else {
+        Status::Pending(pending)
+    })
+}
+
 /// Sets the application role's password (the migrations create it without one).
 pub async fn set_app_password(client: &Client, password: &str) -> Result<()> {
     // DDL takes no bind parameters: let the server quote the literal.

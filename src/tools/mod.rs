@@ -3,7 +3,9 @@
 //! result.
 
 mod curated;
+mod current_date;
 mod support;
+pub mod table_schemas;
 
 use std::time::Duration;
 
@@ -50,7 +52,7 @@ impl ToolDefinition {
 
 /// Every tool, in name order.
 pub fn definitions() -> Vec<ToolDefinition> {
-    curated::DEFINITIONS
+    let mut all: Vec<ToolDefinition> = curated::DEFINITIONS
         .iter()
         .map(|tool| ToolDefinition {
             name: tool.name,
@@ -61,7 +63,25 @@ pub fn definitions() -> Vec<ToolDefinition> {
                 .expect("generated output schemas are valid JSON"),
             source: tool.source,
         })
-        .collect()
+        .collect();
+    all.push(ToolDefinition {
+        name: current_date::NAME,
+        title: current_date::TITLE,
+        description: current_date::DESCRIPTION,
+        input_schema: current_date::input_schema(),
+        output_schema: current_date::output_schema(),
+        source: "src/tools/current_date.rs",
+    });
+    all.push(ToolDefinition {
+        name: table_schemas::NAME,
+        title: table_schemas::TITLE,
+        description: table_schemas::DESCRIPTION,
+        input_schema: table_schemas::input_schema(),
+        output_schema: table_schemas::output_schema(),
+        source: "src/tools/table_schemas.rs",
+    });
+    all.sort_by_key(|d| d.name);
+    all
 }
 
 /// A failed tool call, worded for the model that made it.
@@ -108,6 +128,8 @@ pub struct ToolOutput {
 /// What a tool call may use besides the database.
 pub struct ToolContext<'a> {
     pub embedder: Option<&'a dyn Embedder>,
+    /// Table descriptions, read once per process.
+    pub schemas: Option<&'a table_schemas::Cache>,
     /// Rows returned at most; more set `truncated`.
     pub max_rows: usize,
     pub statement_timeout: Duration,
@@ -127,10 +149,17 @@ impl Default for ToolContext<'_> {
     fn default() -> Self {
         ToolContext {
             embedder: None,
+            schemas: None,
             max_rows: 1_000,
             statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
         }
     }
+}
+
+/// A tool call whose arguments are valid, before it touches the database.
+enum Request {
+    Curated(CuratedCall),
+    Schemas(table_schemas::Args),
 }
 
 /// Calls a tool as `caller`: arguments are parsed and validated before any
@@ -143,12 +172,32 @@ pub async fn call(
     arguments: Value,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
-    let call = CuratedCall::parse(name, arguments)
-        .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??;
+    if name == current_date::NAME {
+        support::parse_arguments::<serde_json::Map<String, Value>>(arguments)?
+            .keys()
+            .next()
+            .map_or(Ok(()), |argument| {
+                Err(ToolError::InvalidArgument {
+                    argument: argument.clone(),
+                    rule: "no such argument; this tool takes none".to_owned(),
+                })
+            })?;
+        return Ok(current_date::call());
+    }
+    let request = match name {
+        table_schemas::NAME => Request::Schemas(table_schemas::Args::parse(arguments)?),
+        _ => Request::Curated(
+            CuratedCall::parse(name, arguments)
+                .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??,
+        ),
+    };
     let tx = db::begin_as(client, caller, context.statement_timeout)
         .await
         .map_err(ToolError::from_database)?;
-    let output = call.run(&tx, context).await?;
+    let output = match request {
+        Request::Curated(call) => call.run(&tx, context).await?,
+        Request::Schemas(args) => table_schemas::call(&tx, context.schemas, args).await?,
+    };
     tx.commit().await.map_err(ToolError::from_database)?;
     Ok(output)
 }

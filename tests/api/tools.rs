@@ -513,6 +513,8 @@ async fn definitions_are_complete_and_valid() {
     assert_eq!(
         names,
         [
+            "get_current_utc_date",
+            "get_multiple_table_schemas",
             "low_stock",
             "product_details",
             "revenue_by_month",
@@ -557,4 +559,113 @@ async fn definitions_are_complete_and_valid() {
         json!(["query_description"])
     );
     assert!(properties.get("query_embedding").is_none() && properties.get("model_id").is_none());
+}
+
+#[tokio::test]
+async fn table_schemas_describe_columns_keys_and_reference_values() {
+    let db = TestDb::seeded().await;
+    let cache = tools::table_schemas::Cache::default();
+    let context = ToolContext {
+        schemas: Some(&cache),
+        ..ToolContext::default()
+    };
+    let args = json!({"table_names": ["retail.orders", "STORES"]});
+    let result = call_with(
+        &db,
+        SEATTLE,
+        "get_multiple_table_schemas",
+        args.clone(),
+        &context,
+    )
+    .await
+    .unwrap();
+    let orders = &result["tables"][0];
+    assert_eq!(orders["table"], "retail.orders");
+    assert_eq!(orders["row_level_security"], true);
+    let columns: Vec<&str> = orders["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns,
+        ["order_id", "customer_id", "store_id", "order_date"]
+    );
+    assert_eq!(orders["constraints"][0], "PRIMARY KEY (order_id)");
+    assert!(
+        orders["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c == "FOREIGN KEY (customer_id) REFERENCES retail.customers(customer_id)")
+    );
+    let stores = &result["tables"][1];
+    assert_eq!(stores["rows"].as_array().unwrap().len(), 8);
+    assert_eq!(
+        stores["rows"][7],
+        json!({"store_id": 8, "store_name": "Zava Retail Online", "is_online": true})
+    );
+    assert!(
+        !stores["rows"].to_string().contains("rls_user_id"),
+        "manager ids are not listed"
+    );
+    // the second call is served from the cache, with the same answer
+    assert_eq!(
+        call_with(&db, REDMOND, "get_multiple_table_schemas", args, &context)
+            .await
+            .unwrap(),
+        result
+    );
+
+    let err = call_with(
+        &db,
+        SEATTLE,
+        "get_multiple_table_schemas",
+        json!({"table_names": ["pg_authid"]}),
+        &context,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ToolError::InvalidArgument { argument, rule } if argument == "table_names" && rule.contains("valid: retail.categories")),
+        "{err}"
+    );
+    let err = call_with(
+        &db,
+        SEATTLE,
+        "get_multiple_table_schemas",
+        json!({"table_names": []}),
+        &context,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("between 1 and 20"), "{err}");
+}
+
+#[tokio::test]
+async fn current_utc_date_is_today() {
+    let db = TestDb::seeded().await;
+    let result = call(&db, SEATTLE, "get_current_utc_date", json!({})).await;
+    let today = chrono::Utc::now().date_naive().to_string();
+    let date = result["date"].as_str().unwrap();
+    // allow for a call that straddles midnight
+    let yesterday = (chrono::Utc::now() - chrono::Duration::minutes(1))
+        .date_naive()
+        .to_string();
+    assert!(date == today || date == yesterday, "{date}");
+    assert!(result["utc_datetime"].as_str().unwrap().ends_with('Z'));
+    let err = call_with(
+        &db,
+        SEATTLE,
+        "get_current_utc_date",
+        json!({"tz": "PST"}),
+        &ToolContext::default(),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, ToolError::InvalidArgument { argument, .. } if argument == "tz"),
+        "{err}"
+    );
 }

@@ -1,0 +1,228 @@
+//! Who is calling, decided before any SQL runs.
+//!
+//! - `header`: the trusted `x-rls-user-id` header, the original sample's way.
+//!   Anyone who can reach the server can claim any identity, so this mode is
+//!   only for trusted networks.
+//! - `jwt`: an `Authorization: Bearer` token whose signature, `exp`, `nbf`,
+//!   `iss` and `aud` are verified with a pinned algorithm; the identity is a
+//!   configurable claim.
+//! - stdio: a fixed identity from the configuration.
+//!
+//! A request without an identity gets none — never head office — unless the
+//! operator configured a default identity explicitly.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+
+use crate::caller::CallerId;
+
+pub const IDENTITY_HEADER: &str = "x-rls-user-id";
+
+/// How HTTP callers prove who they are.
+pub enum Authenticator {
+    Header,
+    Jwt(Box<JwtVerifier>),
+}
+
+/// Why a request's identity was refused. HTTP answers 401 for these.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("missing bearer token (Authorization: Bearer <jwt>)")]
+    MissingToken,
+    #[error("invalid token: {0}")]
+    InvalidToken(String),
+    #[error("the {header} header is not a UUID")]
+    MalformedHeader { header: &'static str },
+}
+
+impl Authenticator {
+    /// The caller named by a request's headers; `Ok(None)` when the request
+    /// names nobody (header mode without the header).
+    pub fn identify(&self, headers: &http::HeaderMap) -> Result<Option<CallerId>, AuthError> {
+        match self {
+            Authenticator::Header => match headers.get(IDENTITY_HEADER) {
+                None => Ok(None),
+                Some(value) => value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| CallerId::parse(v).ok())
+                    .map(Some)
+                    .ok_or(AuthError::MalformedHeader {
+                        header: IDENTITY_HEADER,
+                    }),
+            },
+            Authenticator::Jwt(verifier) => {
+                let token = headers
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| {
+                        v.strip_prefix("Bearer ")
+                            .or_else(|| v.strip_prefix("bearer "))
+                    })
+                    .ok_or(AuthError::MissingToken)?;
+                verifier.verify(token.trim()).map(Some)
+            }
+        }
+    }
+}
+
+/// Verifies bearer tokens with one pinned algorithm per key.
+pub struct JwtVerifier {
+    keys: Keys,
+    validation: Validation,
+    claim: String,
+}
+
+enum Keys {
+    One(DecodingKey, Algorithm),
+    /// From a JWKS file, by key id.
+    Set(HashMap<String, (DecodingKey, Algorithm)>),
+}
+
+/// Where the verification key comes from.
+pub enum JwtKey<'a> {
+    /// HS256 with a shared secret.
+    Secret(&'a str),
+    /// RS256 or ES256 with a PEM public key.
+    PublicKey {
+        pem_file: &'a Path,
+        algorithm: Algorithm,
+    },
+    /// RS256 or ES256 keys of a JWKS document, chosen by the token's `kid`.
+    JwksFile(&'a Path),
+}
+
+pub struct JwtSettings<'a> {
+    pub key: JwtKey<'a>,
+    pub issuer: &'a str,
+    pub audience: &'a str,
+    /// The claim holding the caller's id.
+    pub claim: &'a str,
+}
+
+impl JwtVerifier {
+    pub fn new(settings: JwtSettings<'_>) -> Result<JwtVerifier> {
+        let keys = match settings.key {
+            JwtKey::Secret(secret) => {
+                if secret.len() < 32 {
+                    bail!("the JWT secret must be at least 32 bytes long");
+                }
+                Keys::One(
+                    DecodingKey::from_secret(secret.as_bytes()),
+                    Algorithm::HS256,
+                )
+            }
+            JwtKey::PublicKey {
+                pem_file,
+                algorithm,
+            } => {
+                let pem = std::fs::read(pem_file).with_context(|| {
+                    format!("cannot read the JWT public key {}", pem_file.display())
+                })?;
+                let key = match algorithm {
+                    Algorithm::RS256 => DecodingKey::from_rsa_pem(&pem),
+                    Algorithm::ES256 => DecodingKey::from_ec_pem(&pem),
+                    other => bail!("unsupported JWT algorithm {other:?}; use RS256 or ES256"),
+                }
+                .with_context(|| {
+                    format!(
+                        "{} is not a {algorithm:?} public key in PEM",
+                        pem_file.display()
+                    )
+                })?;
+                Keys::One(key, algorithm)
+            }
+            JwtKey::JwksFile(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
+                let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not a JWKS document", path.display()))?;
+                let mut keys = HashMap::new();
+                for jwk in &set.keys {
+                    let Some(kid) = jwk.common.key_id.clone() else {
+                        bail!("{}: every key needs a `kid`", path.display());
+                    };
+                    let algorithm = match &jwk.algorithm {
+                        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => {
+                            Algorithm::ES256
+                        }
+                        _ => bail!("{}: key {kid} is neither RSA nor EC", path.display()),
+                    };
+                    let key = DecodingKey::from_jwk(jwk)
+                        .with_context(|| format!("{}: key {kid} is unusable", path.display()))?;
+                    keys.insert(kid, (key, algorithm));
+                }
+                if keys.is_empty() {
+                    bail!("{} holds no keys", path.display());
+                }
+                Keys::Set(keys)
+            }
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[settings.issuer]);
+        validation.set_audience(&[settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_nbf = true;
+        validation.leeway = 30;
+        Ok(JwtVerifier {
+            keys,
+            validation,
+            claim: settings.claim.to_owned(),
+        })
+    }
+
+    pub fn verify(&self, token: &str) -> Result<CallerId, AuthError> {
+        let invalid = |reason: &str| AuthError::InvalidToken(reason.to_owned());
+        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+        let (key, algorithm) = match &self.keys {
+            Keys::One(key, algorithm) => (key, *algorithm),
+            Keys::Set(keys) => {
+                let kid = header
+                    .kid
+                    .as_deref()
+                    .ok_or_else(|| invalid("no `kid` in the token header"))?;
+                let (key, algorithm) = keys.get(kid).ok_or_else(|| invalid("unknown `kid`"))?;
+                (key, *algorithm)
+            }
+        };
+        // The algorithm is the key's, never the token's: this refuses `none`
+        // and HS256 tokens signed with a public key.
+        if header.alg != algorithm {
+            return Err(AuthError::InvalidToken(format!(
+                "algorithm {:?} is not the expected {algorithm:?}",
+                header.alg
+            )));
+        }
+        let mut validation = self.validation.clone();
+        validation.algorithms = vec![algorithm];
+        let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
+            token,
+            key,
+            &validation,
+        )
+        .map_err(|err| {
+            use jsonwebtoken::errors::ErrorKind::*;
+            invalid(match err.kind() {
+                ExpiredSignature => "expired",
+                ImmatureSignature => "not valid yet (nbf)",
+                InvalidIssuer => "wrong issuer",
+                InvalidAudience => "wrong audience",
+                InvalidSignature => "bad signature",
+                MissingRequiredClaim(_) => "a required claim (exp, iss, aud) is missing",
+                _ => "cannot be verified",
+            })
+        })?;
+        let value = data
+            .claims
+            .get(&self.claim)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| AuthError::InvalidToken(format!("no `{}` claim", self.claim)))?;
+        CallerId::parse(value).map_err(|_| {
+            AuthError::InvalidToken(format!("the `{}` claim is not a UUID", self.claim))
+        })
+    }
+}

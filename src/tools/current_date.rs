@@ -1,0 +1,39 @@
+//! `get_current_utc_date`: today's date and time in UTC, so a model can turn
+//! "last month" into a date range.
+
+use serde_json::{Value, json};
+
+use super::ToolOutput;
+
+pub const NAME: &str = "get_current_utc_date";
+pub const TITLE: &str = "Current UTC date";
+pub const DESCRIPTION: &str = "The current date and time in UTC. Use it to turn relative periods \
+     (\"last quarter\", \"this year\") into the start_date and end_date arguments of other tools.";
+
+pub fn input_schema() -> Value {
+    json!({ "type": "object", "properties": {}, "additionalProperties": false })
+}
+
+pub fn output_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {
+            "utc_datetime": { "type": "string", "format": "date-time" },
+            "date": { "type": "string", "format": "date" },
+            "weekday": { "type": "string" },
+        },
+        "required": ["utc_datetime", "date", "weekday"],
+        "additionalProperties": false,
+    })
+}
+
+pub fn call() -> ToolOutput {
+    let now = chrono::Utc::now();
+    ToolOutput {
+        structured: json!({
+            "utc_datetime": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            "date": now.date_naive().to_string(),
+            "weekday": now.format("%A").to_string(),
+        }),
+    }
+}
