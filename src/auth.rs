@@ -177,7 +177,9 @@ impl JwtVerifier {
 
     pub fn verify(&self, token: &str) -> Result<CallerId, AuthError> {
         let invalid = |reason: &str| AuthError::InvalidToken(reason.to_owned());
-        let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| {
+            invalid("malformed, or signed with an algorithm sqlmcp never accepts (such as none)")
+        })?;
         let (key, algorithm) = match &self.keys {
             Keys::One(key, algorithm) => (key, *algorithm),
             Keys::Set(keys) => {

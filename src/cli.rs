@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_postgres::Config;
 
 use crate::caller::CallerId;
-use crate::{db, migrate, seed, tools};
+use crate::{auth, db, migrate, seed, server, tools};
 
 #[derive(Debug, Parser)]
 #[command(name = "sqlmcp", version, about)]
@@ -24,6 +24,109 @@ enum Command {
     Tools(ToolsArgs),
     /// Call one tool as a caller and print its result (for development).
     Call(CallArgs),
+    /// Serve the tools over MCP: Streamable HTTP, or stdio with --stdio.
+    Serve(Box<ServeArgs>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    /// Trust the x-rls-user-id header: only behind a trusted network boundary.
+    Header,
+    /// Verify an Authorization: Bearer JWT.
+    Jwt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum JwtAlgorithm {
+    #[value(name = "RS256")]
+    Rs256,
+    #[value(name = "ES256")]
+    Es256,
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Connect as the application role (store_manager).
+    #[command(flatten)]
+    connection: Connection,
+    /// Serve one client over stdin/stdout instead of HTTP.
+    #[arg(long)]
+    stdio: bool,
+    /// Address to listen on.
+    #[arg(long, env = "SQLMCP_BIND", default_value = "127.0.0.1:8000")]
+    bind: std::net::SocketAddr,
+    /// Keep MCP sessions instead of serving every request on its own.
+    #[arg(long)]
+    sessions: bool,
+    /// Host header values to accept (DNS-rebinding protection), comma-separated.
+    /// Set the names clients use to reach this server; `*` accepts any.
+    #[arg(
+        long,
+        env = "SQLMCP_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "localhost,127.0.0.1,::1"
+    )]
+    allowed_hosts: Vec<String>,
+    /// Browser Origin values to accept (e.g. https://app.example.com:443), comma-separated.
+    #[arg(long, env = "SQLMCP_ALLOWED_ORIGINS", value_delimiter = ',')]
+    allowed_origins: Vec<String>,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "SQLMCP_MAX_BODY_BYTES", default_value_t = 1 << 20)]
+    max_body_bytes: usize,
+    /// How HTTP callers prove their identity.
+    #[arg(long, env = "SQLMCP_AUTH", value_enum, default_value = "header")]
+    auth: AuthMode,
+    /// jwt: HS256 shared secret (at least 32 bytes).
+    #[arg(long, env = "SQLMCP_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// jwt: PEM public key file, for --jwt-algorithm RS256 or ES256.
+    #[arg(long, env = "SQLMCP_JWT_PUBLIC_KEY")]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// jwt: the algorithm of --jwt-public-key.
+    #[arg(long, env = "SQLMCP_JWT_ALGORITHM", value_enum)]
+    jwt_algorithm: Option<JwtAlgorithm>,
+    /// jwt: a JWKS file; tokens pick their key by `kid`.
+    #[arg(long, env = "SQLMCP_JWKS_FILE")]
+    jwks_file: Option<std::path::PathBuf>,
+    /// jwt: the required `iss`.
+    #[arg(long, env = "SQLMCP_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// jwt: the required `aud`.
+    #[arg(long, env = "SQLMCP_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
+    /// jwt: the claim that holds the caller's id.
+    #[arg(long, env = "SQLMCP_JWT_CLAIM", default_value = "sub")]
+    jwt_claim: String,
+    /// The identity of a stdio client.
+    #[arg(long, env = "SQLMCP_CALLER_ID")]
+    caller: Option<String>,
+    /// The identity of HTTP calls that name none. Without it they are refused.
+    #[arg(long, env = "SQLMCP_DEFAULT_CALLER_ID")]
+    default_caller: Option<String>,
+    /// Database connections at most.
+    #[arg(long, env = "SQLMCP_POOL_SIZE", default_value_t = 16)]
+    pool_size: usize,
+    /// Milliseconds a call waits for a free connection before it is told the server is busy.
+    #[arg(long, env = "SQLMCP_POOL_WAIT_MS", default_value_t = 5_000)]
+    pool_wait_ms: u64,
+    /// Milliseconds one statement may run.
+    #[arg(long, env = "SQLMCP_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
+    statement_timeout_ms: u64,
+    /// Rows a result holds at most.
+    #[arg(long, env = "SQLMCP_MAX_ROWS", default_value_t = 1_000)]
+    max_rows: usize,
+    /// Seconds calls in flight may run on after a shutdown signal.
+    #[arg(long, env = "SQLMCP_SHUTDOWN_SECONDS", default_value_t = 10)]
+    shutdown_seconds: u64,
+    /// Log format (logs go to stderr).
+    #[arg(long, env = "SQLMCP_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
 }
 
 #[derive(Debug, Args)]
@@ -94,7 +197,95 @@ pub async fn run() -> Result<()> {
             Ok(())
         }
         Command::Call(args) => run_call(args).await,
+        Command::Serve(args) => run_serve(*args).await,
     }
+}
+
+fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
+    // rmcp logs every stateless request at info; keep it to warnings
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
+    if args.auth == AuthMode::Header {
+        return Ok(auth::Authenticator::Header);
+    }
+    let key = match (&args.jwt_secret, &args.jwt_public_key, &args.jwks_file) {
+        (Some(secret), None, None) => auth::JwtKey::Secret(secret),
+        (None, Some(pem_file), None) => auth::JwtKey::PublicKey {
+            pem_file,
+            algorithm: match args.jwt_algorithm {
+                Some(JwtAlgorithm::Rs256) => jsonwebtoken::Algorithm::RS256,
+                Some(JwtAlgorithm::Es256) => jsonwebtoken::Algorithm::ES256,
+                None => anyhow::bail!("--jwt-public-key needs --jwt-algorithm RS256 or ES256"),
+            },
+        },
+        (None, None, Some(jwks)) => auth::JwtKey::JwksFile(jwks),
+        _ => anyhow::bail!(
+            "--auth jwt needs exactly one of --jwt-secret, --jwt-public-key or --jwks-file"
+        ),
+    };
+    let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) else {
+        anyhow::bail!("--auth jwt needs --jwt-issuer and --jwt-audience");
+    };
+    Ok(auth::Authenticator::Jwt(Box::new(auth::JwtVerifier::new(
+        auth::JwtSettings {
+            key,
+            issuer,
+            audience,
+            claim: &args.jwt_claim,
+        },
+    )?)))
+}
+
+async fn run_serve(args: ServeArgs) -> Result<()> {
+    init_logging(args.log_format);
+    let parse_caller = |value: &Option<String>, flag: &str| -> Result<Option<CallerId>> {
+        value
+            .as_deref()
+            .map(|v| CallerId::parse(v).map_err(|err| anyhow::anyhow!("{flag}: {err}")))
+            .transpose()
+    };
+    let caller = parse_caller(&args.caller, "--caller")?;
+    let default_caller = parse_caller(&args.default_caller, "--default-caller")?;
+    let allowed_hosts = if args.allowed_hosts.iter().any(|h| h == "*") {
+        Vec::new()
+    } else {
+        args.allowed_hosts.clone()
+    };
+    let settings = server::Settings {
+        database: args.connection.database_url.clone(),
+        bind: args.bind,
+        sessions: args.sessions,
+        allowed_hosts,
+        allowed_origins: args.allowed_origins.clone(),
+        max_body_bytes: args.max_body_bytes,
+        authenticator: std::sync::Arc::new(authenticator(&args)?),
+        default_caller,
+        pool_size: args.pool_size,
+        pool_wait: std::time::Duration::from_millis(args.pool_wait_ms),
+        statement_timeout: std::time::Duration::from_millis(args.statement_timeout_ms),
+        max_rows: args.max_rows,
+        shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
+    };
+    if args.stdio {
+        return server::serve_stdio(settings, caller.or(default_caller)).await;
+    }
+    let application = server::Application::build(settings).await?;
+    tracing::info!(address = %application.local_addr(), "serving MCP at http://{}/mcp", application.local_addr());
+    application
+        .run_until_stopped(server::shutdown_signal())
+        .await
 }
 
 async fn run_call(args: CallArgs) -> Result<()> {

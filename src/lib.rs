@@ -26,4 +26,5 @@ pub mod db;
 pub mod embeddings;
 pub mod migrate;
 pub mod seed;
+pub mod server;
 pub mod tools;

@@ -7,4 +7,5 @@ mod helpers;
 mod migrations;
 mod rls;
 mod seed;
+mod server;
 mod tools;

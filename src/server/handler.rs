@@ -1,0 +1,176 @@
+//! The MCP side: `tools/list` and `tools/call` over the tool catalogue.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    ToolAnnotations,
+};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
+use serde_json::Value;
+
+use super::State;
+use crate::caller::CallerId;
+use crate::tools::{self, ToolContext, ToolError};
+
+const INSTRUCTIONS: &str = "Tools over the Zava Retail database (a DIY hardware chain with 8 \
+stores). Prefer the curated tools (top_products, revenue_by_month, sales_by_category, \
+store_performance, low_stock, product_details, semantic_search_products): they are fast, typed \
+and correct. Call get_current_utc_date to turn relative periods into dates, and \
+get_multiple_table_schemas before writing SQL of your own. Every result is limited to what the \
+caller may see: a store manager sees their own store's customers, orders and inventory; head \
+office sees all. Money amounts are exact decimal strings. When a result says truncated: true, \
+narrow the question (a date range, a store, a category) rather than asking for everything.";
+
+/// One per connection (stdio, session) or per request (stateless HTTP).
+#[derive(Clone)]
+pub struct Handler {
+    state: Arc<State>,
+    /// The identity of a stdio client, from the configuration.
+    fixed_caller: Option<CallerId>,
+    tools: Arc<Vec<Tool>>,
+}
+
+impl Handler {
+    pub fn new(state: Arc<State>, fixed_caller: Option<CallerId>) -> Handler {
+        Handler {
+            state,
+            fixed_caller,
+            tools: Arc::new(catalogue()),
+        }
+    }
+
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<CallerId> {
+        let from_request = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<CallerId>())
+            .copied();
+        from_request
+            .or(self.fixed_caller)
+            .or(self.state.default_caller)
+    }
+
+    async fn call(
+        &self,
+        caller: &CallerId,
+        name: &str,
+        arguments: Value,
+    ) -> Result<tools::ToolOutput, ToolError> {
+        let mut connection = match self.state.pool.get().await {
+            Ok(connection) => connection,
+            Err(deadpool_postgres::PoolError::Timeout(_)) => {
+                return Err(ToolError::Unavailable(format!(
+                    "the server is busy: no database connection became free within {:.1}s; try again shortly",
+                    self.state.pool_wait.as_secs_f64()
+                )));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "no database connection");
+                return Err(ToolError::Unavailable(
+                    "the database is unavailable; try again later".to_owned(),
+                ));
+            }
+        };
+        let context = ToolContext {
+            embedder: None,
+            schemas: Some(&self.state.schemas),
+            max_rows: self.state.max_rows,
+            statement_timeout: self.state.statement_timeout,
+        };
+        tools::call(&mut connection, caller, name, arguments, &context).await
+    }
+}
+
+/// The tool catalogue as MCP lists it, in name order.
+pub fn catalogue() -> Vec<Tool> {
+    tools::definitions()
+        .into_iter()
+        .map(|definition| {
+            let object = |value: Value| match value {
+                Value::Object(map) => Arc::new(map),
+                _ => Arc::new(JsonObject::new()),
+            };
+            Tool::new(
+                definition.name,
+                definition.description,
+                object(definition.input_schema),
+            )
+            .with_title(definition.title)
+            .with_raw_output_schema(object(definition.output_schema))
+            .with_annotations(
+                ToolAnnotations::new()
+                    .read_only(true)
+                    .destructive(false)
+                    .idempotent(true)
+                    .open_world(false),
+            )
+        })
+        .collect()
+}
+
+impl ServerHandler for Handler {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(
+                Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
+                    .with_title("sqlmcp: Zava Retail"),
+            )
+            .with_instructions(INSTRUCTIONS)
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, McpError> {
+        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+    }
+
+    fn get_tool(&self, name: &str) -> Option<Tool> {
+        self.tools.iter().find(|t| t.name == name).cloned()
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, McpError> {
+        let name = request.name.to_string();
+        if self.get_tool(&name).is_none() {
+            return Err(McpError::invalid_params(
+                format!("unknown tool `{name}`"),
+                None,
+            ));
+        }
+        let started = Instant::now();
+        let Some(caller) = self.caller(&context) else {
+            super::metrics::record_call(&name, "refused", started.elapsed());
+            tracing::info!(tool = %name, outcome = "refused", "no caller identity");
+            return Ok(CallToolResult::error(vec![ContentBlock::text(
+                "refused: this call names no caller. Send the x-rls-user-id header (header mode) or an \
+                 Authorization: Bearer token (jwt mode), or configure a stdio caller or a default caller.",
+            )])
+            .into());
+        };
+        let arguments = request.arguments.map_or(Value::Null, Value::Object);
+        let outcome = self.call(&caller, &name, arguments).await;
+        let elapsed = started.elapsed();
+        match outcome {
+            Ok(output) => {
+                let rows = output.structured.get("row_count").and_then(Value::as_u64);
+                super::metrics::record_call(&name, "ok", elapsed);
+                tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, rows, outcome = "ok", "tool call");
+                Ok(CallToolResult::structured(output.structured).into())
+            }
+            Err(err) => {
+                super::metrics::record_call(&name, "error", elapsed);
+                tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
+                Ok(CallToolResult::error(vec![ContentBlock::text(err.to_string())]).into())
+            }
+        }
+    }
+}

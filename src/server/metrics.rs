@@ -1,0 +1,47 @@
+//! Prometheus metrics: calls, errors and latency per tool, pool usage.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// The process-wide recorder (metrics has one global recorder).
+fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ])
+            .expect("valid buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (several servers in one
+        // test process); the calls then go to that one.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// Makes sure the recorder exists before the first call.
+pub fn install() {
+    handle();
+}
+
+pub fn record_call(tool: &str, outcome: &'static str, elapsed: Duration) {
+    let tool = tool.to_owned();
+    metrics::counter!("sqlmcp_tool_calls_total", "tool" => tool.clone(), "outcome" => outcome)
+        .increment(1);
+    metrics::histogram!("sqlmcp_tool_call_duration_seconds", "tool" => tool)
+        .record(elapsed.as_secs_f64());
+}
+
+/// The exposition text, with the pool's current usage.
+pub fn render(pool: &deadpool_postgres::Pool) -> String {
+    let status = pool.status();
+    metrics::gauge!("sqlmcp_pool_connections").set(status.size as f64);
+    metrics::gauge!("sqlmcp_pool_connections_idle").set(status.available as f64);
+    metrics::gauge!("sqlmcp_pool_waiting_calls").set(status.waiting as f64);
+    metrics::gauge!("sqlmcp_pool_max_connections").set(status.max_size as f64);
+    handle().render()
+}

@@ -1,0 +1,735 @@
+//! The server end to end: a real MCP client over Streamable HTTP (and a
+//! spawned binary over stdio) against the real server on a free port.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
+    ProtocolVersion,
+};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{RoleClient, ServiceExt};
+use serde_json::{Value, json};
+use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
+use sqlmcp::caller::CallerId;
+use sqlmcp::server::{Application, Settings};
+use tokio::sync::oneshot;
+
+use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb};
+
+const JWT_SECRET: &str = "a test secret that is long enough for HS256";
+
+struct TestApp {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
+    _db: Arc<TestDb>,
+}
+
+impl TestApp {
+    async fn stop(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().expect("running").send(());
+        (&mut self.stopped).await.expect("the server task")
+    }
+}
+
+fn settings(db: &TestDb) -> Settings {
+    Settings {
+        database: db.app_config(),
+        bind: "127.0.0.1:0".parse().unwrap(),
+        sessions: false,
+        allowed_hosts: vec!["localhost".into(), "127.0.0.1".into()],
+        allowed_origins: vec![],
+        max_body_bytes: 1 << 20,
+        authenticator: Arc::new(Authenticator::Header),
+        default_caller: None,
+        pool_size: 4,
+        pool_wait: Duration::from_secs(5),
+        statement_timeout: Duration::from_secs(30),
+        max_rows: 1_000,
+        shutdown_deadline: Duration::from_secs(5),
+    }
+}
+
+async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let mut settings = settings(&db);
+    tweak(&mut settings);
+    let application = Application::build(settings)
+        .await
+        .expect("the server starts");
+    let url = format!("http://{}/mcp", application.local_addr());
+    let (stop, stopped_signal) = oneshot::channel::<()>();
+    let stopped = tokio::spawn(application.run_until_stopped(async move {
+        let _ = stopped_signal.await;
+    }));
+    TestApp {
+        url,
+        stop: Some(stop),
+        stopped,
+        _db: db,
+    }
+}
+
+async fn spawn_app() -> TestApp {
+    spawn_app_with(Arc::new(TestDb::seeded().await), |_| {}).await
+}
+
+async fn client(
+    url: &str,
+    headers: &[(&'static str, &str)],
+    version: ProtocolVersion,
+) -> RunningService<RoleClient, ClientConfig> {
+    let headers: HashMap<http::HeaderName, http::HeaderValue> = headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                http::HeaderName::from_static(name),
+                http::HeaderValue::from_str(value).unwrap(),
+            )
+        })
+        .collect();
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
+    );
+    ClientConfig::new(
+        ClientCapabilities::default(),
+        Implementation::new("sqlmcp-tests", "0"),
+    )
+    .with_protocol_version(version)
+    .serve(transport)
+    .await
+    .expect("the client initialises")
+}
+
+async fn as_caller(app: &TestApp, caller: &str) -> RunningService<RoleClient, ClientConfig> {
+    client(
+        &app.url,
+        &[("x-rls-user-id", caller)],
+        ProtocolVersion::V_2025_11_25,
+    )
+    .await
+}
+
+async fn call(
+    client: &RunningService<RoleClient, ClientConfig>,
+    tool: &str,
+    arguments: Value,
+) -> CallToolResult {
+    client
+        .call_tool(
+            CallToolRequestParams::new(tool.to_owned())
+                .with_arguments(arguments.as_object().unwrap().clone()),
+        )
+        .await
+        .unwrap_or_else(|err| panic!("{tool}: {err}"))
+}
+
+fn text(result: &CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn lists_and_calls_every_tool_with_structured_results_under_each_protocol_version() {
+    let app = spawn_app().await;
+    for version in [ProtocolVersion::V_2025_06_18, ProtocolVersion::V_2025_11_25] {
+        let client = client(&app.url, &[("x-rls-user-id", HEAD_OFFICE)], version.clone()).await;
+        let info = client.peer_info().unwrap();
+        assert_eq!(info.protocol_version, version);
+        assert!(
+            info.instructions
+                .as_deref()
+                .unwrap()
+                .contains("get_multiple_table_schemas")
+        );
+        let tools = client.list_tools(None).await.unwrap().tools;
+        let names: Vec<String> = tools.iter().map(|t| t.name.to_string()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted, "a deterministic order");
+        assert_eq!(names.len(), 9);
+        for tool in &tools {
+            assert!(tool.output_schema.is_some(), "{}", tool.name);
+            assert_eq!(
+                tool.annotations.as_ref().unwrap().read_only_hint,
+                Some(true)
+            );
+            let arguments = match tool.name.as_ref() {
+                "get_multiple_table_schemas" => json!({"table_names": ["retail.orders"]}),
+                "semantic_search_products" => continue, // needs an embedding model: see below
+                _ => json!({}),
+            };
+            let result = call(&client, &tool.name, arguments).await;
+            assert_eq!(
+                result.is_error,
+                Some(false),
+                "{}: {}",
+                tool.name,
+                text(&result)
+            );
+            let structured = result.structured_content.clone().unwrap();
+            assert_eq!(
+                serde_json::from_str::<Value>(&text(&result)).unwrap(),
+                structured,
+                "the text is the same JSON"
+            );
+            let schema =
+                serde_json::Value::Object(tool.output_schema.as_ref().unwrap().as_ref().clone());
+            assert!(
+                jsonschema::validator_for(&schema)
+                    .unwrap()
+                    .is_valid(&structured),
+                "{}",
+                tool.name
+            );
+        }
+        let search = call(
+            &client,
+            "semantic_search_products",
+            json!({"query_description": "a drill"}),
+        )
+        .await;
+        assert_eq!(search.is_error, Some(true));
+        assert!(
+            text(&search).contains("needs an embedding model"),
+            "{}",
+            text(&search)
+        );
+        client.cancel().await.unwrap();
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn tool_failures_are_results_and_protocol_faults_are_errors() {
+    let app = spawn_app().await;
+    let client = as_caller(&app, SEATTLE).await;
+    let bad = call(&client, "top_products", json!({"limit": 500})).await;
+    assert_eq!(bad.is_error, Some(true));
+    assert_eq!(
+        text(&bad),
+        "invalid argument `limit`: must be at most 100, got 500"
+    );
+    let unknown = client
+        .call_tool(CallToolRequestParams::new("drop_everything"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("-32602") && unknown.contains("unknown tool `drop_everything`"),
+        "{unknown}"
+    );
+    client.cancel().await.unwrap();
+    app.stop().await.unwrap();
+}
+
+/// Each identity sees its own store through every tool that reads store data.
+#[tokio::test]
+async fn every_tool_answers_each_identity_with_its_own_rows() {
+    let app = spawn_app().await;
+    let (seattle, redmond, head_office) = (
+        as_caller(&app, SEATTLE).await,
+        as_caller(&app, REDMOND).await,
+        as_caller(&app, HEAD_OFFICE).await,
+    );
+    let stores_in = |result: &CallToolResult| -> Vec<i64> {
+        let mut ids: Vec<i64> = result.structured_content.as_ref().unwrap()["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["store_id"].as_i64().unwrap())
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    };
+    for tool in ["store_performance", "low_stock"] {
+        assert_eq!(
+            stores_in(&call(&seattle, tool, json!({})).await),
+            [1],
+            "{tool}"
+        );
+        assert_eq!(
+            stores_in(&call(&redmond, tool, json!({})).await),
+            [6],
+            "{tool}"
+        );
+        assert_eq!(
+            stores_in(&call(&head_office, tool, json!({})).await),
+            [1, 2, 3, 4, 5, 6, 7, 8],
+            "{tool}"
+        );
+    }
+    for tool in ["top_products", "revenue_by_month", "sales_by_category"] {
+        let rows = |result: CallToolResult| result.structured_content.unwrap()["rows"].clone();
+        let (s, r, h) = (
+            rows(call(&seattle, tool, json!({})).await),
+            rows(call(&redmond, tool, json!({})).await),
+            rows(call(&head_office, tool, json!({})).await),
+        );
+        assert!(
+            s != r && s != h && r != h,
+            "{tool}: identities see different numbers"
+        );
+    }
+    let stock = |result: CallToolResult| {
+        result.structured_content.unwrap()["rows"][0]["units_in_stock"]
+            .as_i64()
+            .unwrap()
+    };
+    let args = json!({"sku": "PWR-DRL-1001"});
+    assert!(
+        stock(call(&seattle, "product_details", args.clone()).await)
+            < stock(call(&head_office, "product_details", args).await)
+    );
+    for c in [seattle, redmond, head_office] {
+        c.cancel().await.unwrap();
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_call_without_identity_is_refused_unless_a_default_is_configured() {
+    let db = Arc::new(TestDb::seeded().await);
+    let app = spawn_app_with(db.clone(), |_| {}).await;
+    let anonymous = client(&app.url, &[], ProtocolVersion::V_2025_11_25).await;
+    assert_eq!(
+        anonymous.list_tools(None).await.unwrap().tools.len(),
+        9,
+        "listing needs no identity"
+    );
+    let refused = call(&anonymous, "store_performance", json!({})).await;
+    assert_eq!(refused.is_error, Some(true));
+    assert!(
+        text(&refused).starts_with("refused: this call names no caller"),
+        "{}",
+        text(&refused)
+    );
+    anonymous.cancel().await.unwrap();
+    app.stop().await.unwrap();
+
+    let with_default = spawn_app_with(db, |s| {
+        s.default_caller = Some(CallerId::parse(ONLINE).unwrap())
+    })
+    .await;
+    let anonymous = client(&with_default.url, &[], ProtocolVersion::V_2025_11_25).await;
+    let result = call(&anonymous, "store_performance", json!({})).await;
+    assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 8);
+    anonymous.cancel().await.unwrap();
+    with_default.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_callers_never_see_each_others_rows() {
+    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.pool_size = 2).await;
+    let mut calls = Vec::new();
+    for round in 0..8 {
+        for (caller, store) in [(SEATTLE, 1), (REDMOND, 6), (ONLINE, 8)] {
+            let url = app.url.clone();
+            calls.push(tokio::spawn(async move {
+                let client = client(
+                    &url,
+                    &[("x-rls-user-id", caller)],
+                    ProtocolVersion::V_2025_11_25,
+                )
+                .await;
+                let result = call(&client, "store_performance", json!({})).await;
+                let rows = result.structured_content.unwrap()["rows"].clone();
+                client.cancel().await.unwrap();
+                assert_eq!(rows.as_array().unwrap().len(), 1, "round {round}, {caller}");
+                assert_eq!(rows[0]["store_id"], store, "round {round}, {caller}");
+            }));
+        }
+    }
+    for call in calls {
+        call.await.unwrap();
+    }
+    app.stop().await.unwrap();
+}
+
+/// One connection, alternating identities: nothing of one call survives
+/// into the next.
+#[tokio::test]
+async fn a_pool_of_one_alternating_identities_leaks_nothing() {
+    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.pool_size = 1).await;
+    let clients = [
+        (as_caller(&app, SEATTLE).await, Some(1)),
+        (
+            client(&app.url, &[], ProtocolVersion::V_2025_11_25).await,
+            None,
+        ),
+        (as_caller(&app, REDMOND).await, Some(6)),
+    ];
+    for _ in 0..4 {
+        for (client, store) in &clients {
+            let result = call(client, "store_performance", json!({})).await;
+            match store {
+                Some(store) => assert_eq!(
+                    result.structured_content.unwrap()["rows"][0]["store_id"],
+                    *store
+                ),
+                None => assert_eq!(result.is_error, Some(true)),
+            }
+        }
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn malformed_identities_and_foreign_hosts_are_refused_at_the_door() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    let post = |host: Option<&str>, identity: &str| {
+        let mut request = http
+            .post(&app.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("x-rls-user-id", identity)
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#);
+        if let Some(host) = host {
+            request = request.header("host", host);
+        }
+        request.send()
+    };
+    let malformed = post(None, "' OR 1=1 --").await.unwrap();
+    assert_eq!(malformed.status(), 400);
+    assert!(
+        malformed
+            .text()
+            .await
+            .unwrap()
+            .contains("x-rls-user-id header is not a UUID")
+    );
+    assert_eq!(
+        post(Some("evil.example.com"), SEATTLE)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(post(None, SEATTLE).await.unwrap().status(), 200);
+    app.stop().await.unwrap();
+}
+
+fn token(
+    claims: Value,
+    algorithm: jsonwebtoken::Algorithm,
+    key: &jsonwebtoken::EncodingKey,
+) -> String {
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
+}
+
+fn claims(subject: &str, audience: &str, issuer: &str, expires_in: i64) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"sub": subject, "aud": audience, "iss": issuer, "exp": now + expires_in, "nbf": now - 10})
+}
+
+#[tokio::test]
+async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
+    use base64::Engine as _;
+    let verifier = JwtVerifier::new(JwtSettings {
+        key: JwtKey::Secret(JWT_SECRET),
+        issuer: "https://issuer.test",
+        audience: "sqlmcp",
+        claim: "sub",
+    })
+    .unwrap();
+    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
+        s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier)))
+    })
+    .await;
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let hs = jsonwebtoken::Algorithm::HS256;
+
+    let good = token(
+        claims(SEATTLE, "sqlmcp", "https://issuer.test", 300),
+        hs,
+        &key,
+    );
+    let client = client(
+        &app.url,
+        &[("authorization", &format!("Bearer {good}"))],
+        ProtocolVersion::V_2025_11_25,
+    )
+    .await;
+    let result = call(&client, "store_performance", json!({})).await;
+    assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 1);
+    client.cancel().await.unwrap();
+
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(claims(HEAD_OFFICE, "sqlmcp", "https://issuer.test", 300))
+    );
+    let other_key =
+        jsonwebtoken::EncodingKey::from_secret(b"another secret, also long enough for HS256!!");
+    let cases = [
+        (
+            "expired",
+            token(
+                claims(SEATTLE, "sqlmcp", "https://issuer.test", -3_600),
+                hs,
+                &key,
+            ),
+        ),
+        (
+            "wrong audience",
+            token(
+                claims(SEATTLE, "someone-else", "https://issuer.test", 300),
+                hs,
+                &key,
+            ),
+        ),
+        (
+            "wrong issuer",
+            token(
+                claims(SEATTLE, "sqlmcp", "https://evil.test", 300),
+                hs,
+                &key,
+            ),
+        ),
+        (
+            "bad signature",
+            token(
+                claims(HEAD_OFFICE, "sqlmcp", "https://issuer.test", 300),
+                hs,
+                &other_key,
+            ),
+        ),
+        ("never accepts (such as none)", unsigned),
+        (
+            "the `sub` claim is not a UUID",
+            token(
+                claims("admin", "sqlmcp", "https://issuer.test", 300),
+                hs,
+                &key,
+            ),
+        ),
+    ];
+    let http = reqwest::Client::new();
+    for (expected, token) in cases {
+        let response = http
+            .post(&app.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .bearer_auth(token)
+            .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{expected}");
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.starts_with(r#"Bearer realm="sqlmcp", error="invalid_token""#),
+            "{challenge}"
+        );
+        assert!(
+            response.text().await.unwrap().contains(expected),
+            "{expected}"
+        );
+    }
+    let missing = http
+        .post(&app.url)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status(), 401);
+    assert_eq!(
+        missing.headers()["www-authenticate"],
+        r#"Bearer realm="sqlmcp""#
+    );
+    app.stop().await.unwrap();
+}
+
+/// With an RS256 or ES256 public key, a token must use that algorithm: an
+/// HS256 token "signed" with the public key as a secret is refused.
+#[test]
+fn public_key_verifiers_pin_the_algorithm() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    for (algorithm, public, private) in [
+        (
+            jsonwebtoken::Algorithm::RS256,
+            "rsa-public.pem",
+            "rsa-private.pem",
+        ),
+        (
+            jsonwebtoken::Algorithm::ES256,
+            "ec-public.pem",
+            "ec-private.pem",
+        ),
+    ] {
+        let verifier = JwtVerifier::new(JwtSettings {
+            key: JwtKey::PublicKey {
+                pem_file: &fixtures.join(public),
+                algorithm,
+            },
+            issuer: "iss",
+            audience: "aud",
+            claim: "sub",
+        })
+        .unwrap();
+        let pem = std::fs::read(fixtures.join(private)).unwrap();
+        let signing = match algorithm {
+            jsonwebtoken::Algorithm::RS256 => {
+                jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap()
+            }
+            _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+        };
+        let good = token(claims(SEATTLE, "aud", "iss", 300), algorithm, &signing);
+        assert_eq!(verifier.verify(&good).unwrap().to_string(), SEATTLE);
+        let public_pem = std::fs::read(fixtures.join(public)).unwrap();
+        let confused = token(
+            claims(HEAD_OFFICE, "aud", "iss", 300),
+            jsonwebtoken::Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+        );
+        let err = verifier.verify(&confused).unwrap_err().to_string();
+        assert!(err.contains("algorithm HS256 is not the expected"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics() {
+    let app = spawn_app().await;
+    let base = app.url.trim_end_matches("/mcp").to_owned();
+    let client = as_caller(&app, SEATTLE).await;
+    call(&client, "low_stock", json!({})).await;
+    call(&client, "low_stock", json!({"limit": 0})).await;
+    client.cancel().await.unwrap();
+    let get = |path: &str| reqwest::get(format!("{base}{path}"));
+    assert_eq!(get("/healthz").await.unwrap().status(), 200);
+    let ready = get("/readyz").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    for needle in [
+        r#"sqlmcp_tool_calls_total{tool="low_stock",outcome="ok"}"#,
+        r#"sqlmcp_tool_calls_total{tool="low_stock",outcome="error"}"#,
+        r#"sqlmcp_tool_call_duration_seconds_bucket{tool="low_stock""#,
+        "sqlmcp_pool_max_connections 4",
+        "sqlmcp_pool_connections_idle",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn refuses_to_start_in_unsafe_or_unready_conditions() {
+    let db = TestDb::seeded().await;
+    let as_owner = Application::build(Settings {
+        database: db.owner_config(),
+        ..settings(&db)
+    })
+    .await;
+    let err = format!("{:#}", as_owner.err().expect("refused"));
+    assert!(
+        err.contains("is a superuser, so row-level security would not apply"),
+        "{err}"
+    );
+
+    let empty = TestDb::empty().await;
+    let mut unmigrated = settings(&empty);
+    unmigrated.database = empty.app_config();
+    let err = format!(
+        "{:#}",
+        Application::build(unmigrated).await.err().expect("refused")
+    );
+    assert!(err.contains("run `sqlmcp migrate`"), "{err}");
+
+    let mut wrong_password = settings(&db);
+    wrong_password.database.password("not the password");
+    let err = format!(
+        "{:#}",
+        Application::build(wrong_password)
+            .await
+            .err()
+            .expect("refused")
+    );
+    assert!(err.contains("password authentication failed"), "{err}");
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut busy_port = settings(&db);
+    busy_port.bind = taken.local_addr().unwrap();
+    let err = format!(
+        "{:#}",
+        Application::build(busy_port).await.err().expect("refused")
+    );
+    assert!(
+        err.contains("address already in use") || err.contains("Address already in use"),
+        "{err}"
+    );
+    assert!(err.contains("--bind"), "{err}");
+}
+
+/// The binary over stdio: JSON-RPC on stdout only, logs on stderr.
+#[tokio::test]
+async fn stdio_serves_a_launched_client_as_the_configured_caller() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let db = TestDb::seeded().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlmcp"))
+        .args([
+            "serve",
+            "--stdio",
+            "--caller",
+            REDMOND,
+            "--database-url",
+            &crate::helpers::url_of(&db.app_config()),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut send = async |message: Value| {
+        stdin
+            .write_all(format!("{message}\n").as_bytes())
+            .await
+            .unwrap();
+    };
+    send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})).await;
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(20), stdout.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("a line");
+        serde_json::from_str(&line)
+            .unwrap_or_else(|_| panic!("stdout carries only JSON-RPC, got: {line}"))
+    };
+    let initialized = next().await;
+    assert_eq!(initialized["result"]["protocolVersion"], "2025-06-18");
+    assert_eq!(initialized["result"]["serverInfo"]["name"], "sqlmcp");
+    send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "store_performance", "arguments": {}}})).await;
+    let called = next().await;
+    assert_eq!(called["id"], 2);
+    assert_eq!(
+        called["result"]["structuredContent"]["rows"][0]["store_id"], 6,
+        "{called}"
+    );
+    send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await;
+    assert_eq!(next().await["result"]["tools"].as_array().unwrap().len(), 9);
+    drop(stdin);
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "exits when the client closes stdin");
+}
