@@ -12,4 +12,7 @@ RUN apt-get update \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sqlmcp
 COPY --from=build /usr/local/bin/sqlmcp /usr/local/bin/sqlmcp
 USER sqlmcp
+EXPOSE 8000
+# /healthz over bash's /dev/tcp: the image needs no HTTP client.
+HEALTHCHECK --interval=10s --timeout=3s --retries=3 CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8000 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && grep -q '200 OK' <&3"]
 ENTRYPOINT ["sqlmcp"]

@@ -93,7 +93,7 @@ pub fn pool(
 /// Refuses a connection whose role would not be held back by row-level
 /// security: a superuser, a BYPASSRLS role, or one that has the privileges of
 /// the owner of a table with RLS. Also refuses tables whose RLS is off.
-pub async fn check_application_role(client: &Client) -> Result<()> {
+pub async fn check_application_role(client: &impl tokio_postgres::GenericClient) -> Result<()> {
     let row = client
         .query_one(
             "SELECT current_user::text, r.rolsuper, r.rolbypassrls, \

@@ -10,6 +10,8 @@
 //!   filters by.
 //! - [`db`] — connecting to PostgreSQL with errors that say what to do next,
 //!   and the read-only, identity-scoped transaction every tool call runs in.
+//! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
+//!   stdio, health and metrics endpoints, graceful shutdown.
 //! - [`tools`] — the MCP tools. One per `.sql` file in `queries/`, generated
 //!   at build time by `build.rs` from the catalogue of the `codegen/` crate
 //!   (whose cornucopia functions are type-checked against `migrations/`).

@@ -194,7 +194,7 @@ impl std::fmt::Display for Status {
 }
 
 /// Compares the applied migrations with the embedded ones (read-only).
-pub async fn status(client: &Client) -> Result<Status> {
+pub async fn status(client: &impl tokio_postgres::GenericClient) -> Result<Status> {
     let rows = client
         .query(
             "SELECT version, name, checksum FROM refinery_schema_history ORDER BY version",

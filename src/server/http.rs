@@ -91,28 +91,25 @@ async fn authenticate(
 
 /// Ready when the database answers and its migrations are this binary's.
 async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
-    let client =
+    let unavailable =
+        |reason: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
+    let mut client =
         match tokio::time::timeout(std::time::Duration::from_secs(2), state.pool.get()).await {
             Ok(Ok(client)) => client,
-            Ok(Err(err)) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("database unreachable: {err}\n"),
-                )
-                    .into_response();
-            }
-            Err(_) => {
-                return (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "database unreachable: timed out\n",
-                )
-                    .into_response();
-            }
+            Ok(Err(err)) => return unavailable(format!("database unreachable: {err}")),
+            Err(_) => return unavailable("database unreachable: timed out".to_owned()),
         };
-    match migrate::status(&client).await {
+    // in a transaction, for transaction-pooling PgBouncer (see server::connect)
+    let tx = match (**client).build_transaction().read_only(true).start().await {
+        Ok(tx) => tx,
+        Err(err) => return unavailable(format!("database unreachable: {err}")),
+    };
+    let status = migrate::status(&tx).await;
+    let _ = tx.rollback().await;
+    match status {
         Ok(migrate::Status::Current) => (StatusCode::OK, "ready\n").into_response(),
-        Ok(other) => (StatusCode::SERVICE_UNAVAILABLE, format!("{other}\n")).into_response(),
-        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err:#}\n")).into_response(),
+        Ok(other) => unavailable(other.to_string()),
+        Err(err) => unavailable(format!("{err:#}")),
     }
 }
 

@@ -77,10 +77,19 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
             db::describe(&settings.database)
         )
     })?;
-    db::check_application_role(&client).await?;
-    match migrate::status(&client).await? {
-        migrate::Status::Current => {}
-        other => bail!("refusing to serve: {other}"),
+    // In a transaction: behind a transaction-pooling PgBouncer, statements
+    // outside one may reach a different server connection than their Parse.
+    let mut client = client;
+    let tx = (**client)
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await?;
+    db::check_application_role(&tx).await?;
+    let status = migrate::status(&tx).await?;
+    tx.rollback().await?;
+    if status != migrate::Status::Current {
+        bail!("refusing to serve: {status}");
     }
     drop(client);
     Ok(Arc::new(State {

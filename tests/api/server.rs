@@ -733,3 +733,60 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
         .unwrap();
     assert!(status.success(), "exits when the client closes stdin");
 }
+
+#[test]
+fn jwks_keys_are_chosen_by_kid() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt");
+    let verifier = JwtVerifier::new(JwtSettings {
+        key: JwtKey::JwksFile(&fixtures.join("jwks.json")),
+        issuer: "iss",
+        audience: "aud",
+        claim: "sub",
+    })
+    .unwrap();
+    let signing = jsonwebtoken::EncodingKey::from_rsa_pem(
+        &std::fs::read(fixtures.join("rsa-private.pem")).unwrap(),
+    )
+    .unwrap();
+    let with_kid = |kid: Option<&str>| {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+        header.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&header, &claims(ONLINE, "aud", "iss", 300), &signing).unwrap()
+    };
+    assert_eq!(
+        verifier
+            .verify(&with_kid(Some("test-rsa")))
+            .unwrap()
+            .to_string(),
+        ONLINE
+    );
+    assert!(
+        verifier
+            .verify(&with_kid(Some("rotated-away")))
+            .unwrap_err()
+            .to_string()
+            .contains("unknown `kid`")
+    );
+    assert!(
+        verifier
+            .verify(&with_kid(None))
+            .unwrap_err()
+            .to_string()
+            .contains("no `kid`")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_returns() {
+    let app = spawn_app().await;
+    let health = app.url.replace("/mcp", "/healthz");
+    assert_eq!(reqwest::get(&health).await.unwrap().status(), 200);
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("stops within the deadline")
+        .unwrap();
+    assert!(
+        reqwest::get(&health).await.is_err(),
+        "nothing listens any more"
+    );
+}
