@@ -790,3 +790,107 @@ async fn shutdown_stops_accepting_and_returns() {
         "nothing listens any more"
     );
 }
+
+#[tokio::test]
+async fn session_mode_serves_the_same_tools() {
+    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.sessions = true).await;
+    let client = as_caller(&app, REDMOND).await;
+    assert_eq!(client.list_tools(None).await.unwrap().tools.len(), 9);
+    let result = call(&client, "store_performance", json!({})).await;
+    assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 6);
+    client.cancel().await.unwrap();
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn oversized_requests_are_refused() {
+    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
+        s.max_body_bytes = 4_096
+    })
+    .await;
+    let padding = "x".repeat(8_192);
+    let response = reqwest::Client::new()
+        .post(&app.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-rls-user-id", SEATTLE)
+        .body(format!(r#"{{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{{"_meta":{{"pad":"{padding}"}}}}}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    app.stop().await.unwrap();
+}
+
+#[test]
+fn tokens_not_valid_yet_are_refused() {
+    let verifier = JwtVerifier::new(JwtSettings {
+        key: JwtKey::Secret(JWT_SECRET),
+        issuer: "iss",
+        audience: "aud",
+        claim: "sub",
+    })
+    .unwrap();
+    let mut early = claims(SEATTLE, "aud", "iss", 7_200);
+    early["nbf"] = json!(chrono::Utc::now().timestamp() + 3_600);
+    let token = token(
+        early,
+        jsonwebtoken::Algorithm::HS256,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    );
+    assert!(
+        verifier
+            .verify(&token)
+            .unwrap_err()
+            .to_string()
+            .contains("not valid yet")
+    );
+}
+
+#[tokio::test]
+async fn refuses_a_bypassrls_role_and_a_database_from_a_newer_binary() {
+    let db = TestDb::seeded().await;
+    let role = format!("sqlmcp_bypass_{}", std::process::id());
+    let admin = crate::helpers::connect(&crate::helpers::admin_config()).await;
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'bypass' BYPASSRLS"
+        ))
+        .await
+        .unwrap();
+    let mut bypassing = settings(&db);
+    bypassing.database.user(&role).password("bypass");
+    let refused = Application::build(bypassing)
+        .await
+        .err()
+        .map(|e| format!("{e:#}"));
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+    let err = refused.expect("refused");
+    assert!(
+        err.contains("has BYPASSRLS, so row-level security would not apply"),
+        "{err}"
+    );
+
+    db.owner()
+        .await
+        .batch_execute(
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+        )
+        .await
+        .unwrap();
+    let err = format!(
+        "{:#}",
+        Application::build(settings(&db))
+            .await
+            .err()
+            .expect("refused")
+    );
+    assert!(
+        err.contains("migrations this binary does not know (V999__from_the_future)"),
+        "{err}"
+    );
+}
