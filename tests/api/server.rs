@@ -684,6 +684,8 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
         .args([
             "serve",
             "--stdio",
+            "--log-format",
+            "json",
             "--caller",
             REDMOND,
             "--database-url",
@@ -727,11 +729,40 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
     send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await;
     assert_eq!(next().await["result"]["tools"].as_array().unwrap().len(), 9);
     drop(stdin);
+    let mut stderr = child.stderr.take().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()
         .unwrap();
     assert!(status.success(), "exits when the client closes stdin");
+
+    // one JSON log line per call: tool, caller, duration, rows, never the data
+    let mut logs = String::new();
+    tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut logs)
+        .await
+        .unwrap();
+    let call_line = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|line| line["fields"]["message"] == "tool call")
+        .unwrap_or_else(|| panic!("no tool call log line in:\n{logs}"));
+    let fields = &call_line["fields"];
+    assert_eq!(
+        (
+            fields["tool"].as_str(),
+            fields["caller"].as_str(),
+            fields["outcome"].as_str()
+        ),
+        (Some("store_performance"), Some(REDMOND), Some("ok"))
+    );
+    assert!(
+        fields["duration_ms"].is_u64() && fields["rows"] == 1,
+        "{call_line}"
+    );
+    assert!(
+        !logs.contains("Zava Retail Redmond"),
+        "result data in the logs"
+    );
 }
 
 #[test]
@@ -893,4 +924,60 @@ async fn refuses_a_bypassrls_role_and_a_database_from_a_newer_binary() {
         err.contains("migrations this binary does not know (V999__from_the_future)"),
         "{err}"
     );
+}
+
+/// A call in flight when shutdown begins still gets its answer.
+#[tokio::test]
+async fn shutdown_lets_a_call_in_flight_finish() {
+    let db = Arc::new(TestDb::seeded().await);
+    let mut app = spawn_app_with(db.clone(), |_| {}).await;
+    let mut locker = db.owner().await;
+    let lock = locker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE retail.order_items IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let client = as_caller(&app, SEATTLE).await;
+    let in_flight = tokio::spawn(async move {
+        let result = call(&client, "top_products", json!({"limit": 3})).await;
+        client.cancel().await.unwrap();
+        result
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await; // the call is now waiting on the lock
+    assert!(!in_flight.is_finished());
+    let _ = app.stop.take().unwrap().send(());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.rollback().await.unwrap();
+
+    let result = tokio::time::timeout(Duration::from_secs(10), in_flight)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(result.is_error, Some(false), "{}", text(&result));
+    assert_eq!(result.structured_content.unwrap()["row_count"], 3);
+    tokio::time::timeout(Duration::from_secs(10), &mut app.stopped)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_start_up_error() {
+    let db = TestDb::seeded().await;
+    let mut unreachable = settings(&db);
+    unreachable.database =
+        sqlmcp::db::parse_database_url("postgres://store_manager:secret@127.0.0.1:9/none").unwrap();
+    let err = format!(
+        "{:#}",
+        Application::build(unreachable)
+            .await
+            .err()
+            .expect("refused")
+    );
+    assert!(
+        err.contains("cannot connect to PostgreSQL at store_manager@127.0.0.1:9/none"),
+        "{err}"
+    );
+    assert!(!err.contains("secret"), "{err}");
 }
