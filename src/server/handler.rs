@@ -25,13 +25,13 @@ caller may see: a store manager sees their own store's customers, orders and inv
 office sees all. Money amounts are exact decimal strings. When a result says truncated: true, \
 narrow the question (a date range, a store, a category) rather than asking for everything.";
 
-/// One per connection (stdio, session) or per request (stateless HTTP).
+/// One per connection (stdio, session) or per request (stateless HTTP), so
+/// it only holds shared state: making one costs two reference counts.
 #[derive(Clone)]
 pub struct Handler {
     state: Arc<State>,
     /// The identity of a stdio client, from the configuration.
     fixed_caller: Option<CallerId>,
-    tools: Arc<Vec<Tool>>,
 }
 
 impl Handler {
@@ -39,7 +39,6 @@ impl Handler {
         Handler {
             state,
             fixed_caller,
-            tools: Arc::new(catalogue()),
         }
     }
 
@@ -127,11 +126,13 @@ impl ServerHandler for Handler {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(self.tools.as_ref().clone()))
+        Ok(ListToolsResult::with_all_items(
+            self.state.tools.as_ref().clone(),
+        ))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        self.tools.iter().find(|t| t.name == name).cloned()
+        self.state.tools.iter().find(|t| t.name == name).cloned()
     }
 
     async fn call_tool(
@@ -140,7 +141,7 @@ impl ServerHandler for Handler {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
         let name = request.name.to_string();
-        if self.get_tool(&name).is_none() {
+        if !self.state.tools.iter().any(|t| t.name == name) {
             return Err(McpError::invalid_params(
                 format!("unknown tool `{name}`"),
                 None,

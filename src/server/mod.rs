@@ -59,6 +59,8 @@ pub struct State {
     pub statement_timeout: Duration,
     pub max_rows: usize,
     pub schemas: crate::tools::table_schemas::Cache,
+    /// The tool catalogue as MCP lists it, built once.
+    pub tools: Arc<Vec<rmcp::model::Tool>>,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -99,6 +101,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         statement_timeout: settings.statement_timeout,
         max_rows: settings.max_rows,
         schemas: Default::default(),
+        tools: Arc::new(handler::catalogue()),
     }))
 }
 
