@@ -127,6 +127,18 @@ impl TestDb {
     pub fn url(&self) -> String {
         url_of(&self.owner_config())
     }
+
+    /// Makes the database look migrated by a newer sqlmcp (V999).
+    pub async fn record_migration_from_a_newer_binary(&self) {
+        self.owner()
+            .await
+            .batch_execute(
+                "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+                 VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
+            )
+            .await
+            .unwrap();
+    }
 }
 
 impl Drop for TestDb {

@@ -145,14 +145,7 @@ async fn refuses_a_database_whose_history_diverges() {
 #[tokio::test]
 async fn refuses_a_database_migrated_by_a_newer_binary() {
     let db = TestDb::migrated().await;
-    db.owner()
-        .await
-        .batch_execute(
-            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-             VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
-        )
-        .await
-        .unwrap();
+    db.record_migration_from_a_newer_binary().await;
     let output = sqlmcp(&["migrate", "--database-url", &db.url()], &[]);
     assert!(!output.status.success());
     let err = stderr(&output);

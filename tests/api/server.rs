@@ -905,14 +905,7 @@ async fn refuses_a_bypassrls_role_and_a_database_from_a_newer_binary() {
         "{err}"
     );
 
-    db.owner()
-        .await
-        .batch_execute(
-            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
-             VALUES (999, 'from_the_future', '2030-01-01T00:00:00Z', '1')",
-        )
-        .await
-        .unwrap();
+    db.record_migration_from_a_newer_binary().await;
     let err = format!(
         "{:#}",
         Application::build(settings(&db))
