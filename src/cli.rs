@@ -121,6 +121,15 @@ struct ServeArgs {
     /// Rows a result holds at most.
     #[arg(long, env = "SQLMCP_MAX_ROWS", default_value_t = 1_000)]
     max_rows: usize,
+    /// execute_sales_query: rows returned at most.
+    #[arg(long, env = "SQLMCP_SQL_MAX_ROWS", default_value_t = 500)]
+    sql_max_rows: usize,
+    /// execute_sales_query: bytes of result at most.
+    #[arg(long, env = "SQLMCP_SQL_MAX_BYTES", default_value_t = 1 << 20)]
+    sql_max_bytes: usize,
+    /// execute_sales_query: milliseconds the statement may run.
+    #[arg(long, env = "SQLMCP_SQL_TIMEOUT_MS", default_value_t = 5_000)]
+    sql_timeout_ms: u64,
     /// Seconds calls in flight may run on after a shutdown signal.
     #[arg(long, env = "SQLMCP_SHUTDOWN_SECONDS", default_value_t = 10)]
     shutdown_seconds: u64,
@@ -276,6 +285,12 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         pool_wait: std::time::Duration::from_millis(args.pool_wait_ms),
         statement_timeout: std::time::Duration::from_millis(args.statement_timeout_ms),
         max_rows: args.max_rows,
+        raw_sql: tools::raw_sql::Limits {
+            max_rows: args.sql_max_rows,
+            max_bytes: args.sql_max_bytes,
+            statement_timeout: std::time::Duration::from_millis(args.sql_timeout_ms),
+            ..Default::default()
+        },
         shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
     };
     if args.stdio {

@@ -55,16 +55,37 @@ pub async fn begin_as<'a>(
     caller: &crate::caller::CallerId,
     statement_timeout: std::time::Duration,
 ) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
+    begin_with(client, caller, statement_timeout, &[]).await
+}
+
+/// [`begin_as`] with further transaction-local settings, all set in the same
+/// single statement.
+pub async fn begin_with<'a>(
+    client: &'a mut Client,
+    caller: &crate::caller::CallerId,
+    statement_timeout: std::time::Duration,
+    settings: &[(&str, String)],
+) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
     let tx = client.build_transaction().read_only(true).start().await?;
-    tx.execute(
-        "SELECT set_config('app.current_rls_user_id', $1, true), \
-                set_config('statement_timeout', $2, true)",
-        &[
-            &caller.to_string(),
-            &format!("{}ms", statement_timeout.as_millis()),
-        ],
-    )
-    .await?;
+    let mut names = vec!["app.current_rls_user_id", "statement_timeout"];
+    let mut values = vec![
+        caller.to_string(),
+        format!("{}ms", statement_timeout.as_millis()),
+    ];
+    for (name, value) in settings {
+        names.push(name);
+        values.push(value.clone());
+    }
+    let sql = (0..names.len())
+        .map(|i| format!("set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
+    for (name, value) in names.iter().zip(&values) {
+        params.push(name);
+        params.push(value);
+    }
+    tx.execute(&format!("SELECT {sql}"), &params).await?;
     Ok(tx)
 }
 

@@ -29,4 +29,5 @@ pub mod embeddings;
 pub mod migrate;
 pub mod seed;
 pub mod server;
+pub mod sql_policy;
 pub mod tools;

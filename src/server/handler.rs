@@ -77,6 +77,8 @@ impl Handler {
         let context = ToolContext {
             embedder: None,
             schemas: Some(&self.state.schemas),
+            sql_catalogue: Some(&self.state.sql_catalogue),
+            raw_sql_limits: self.state.raw_sql,
             max_rows: self.state.max_rows,
             statement_timeout: self.state.statement_timeout,
         };

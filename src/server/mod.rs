@@ -47,6 +47,8 @@ pub struct Settings {
     pub pool_wait: Duration,
     pub statement_timeout: Duration,
     pub max_rows: usize,
+    /// Bounds of `execute_sales_query`.
+    pub raw_sql: crate::tools::raw_sql::Limits,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_deadline: Duration,
 }
@@ -61,6 +63,8 @@ pub struct State {
     pub schemas: crate::tools::table_schemas::Cache,
     /// The tool catalogue as MCP lists it, built once.
     pub tools: Arc<Vec<rmcp::model::Tool>>,
+    pub sql_catalogue: crate::tools::raw_sql::CatalogueCache,
+    pub raw_sql: crate::tools::raw_sql::Limits,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -102,6 +106,8 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         max_rows: settings.max_rows,
         schemas: Default::default(),
         tools: Arc::new(handler::catalogue()),
+        sql_catalogue: Default::default(),
+        raw_sql: settings.raw_sql,
     }))
 }
 

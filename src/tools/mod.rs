@@ -4,6 +4,7 @@
 
 mod curated;
 mod current_date;
+pub mod raw_sql;
 mod support;
 pub mod table_schemas;
 
@@ -80,6 +81,14 @@ pub fn definitions() -> Vec<ToolDefinition> {
         output_schema: table_schemas::output_schema(),
         source: "src/tools/table_schemas.rs",
     });
+    all.push(ToolDefinition {
+        name: raw_sql::NAME,
+        title: raw_sql::TITLE,
+        description: raw_sql::DESCRIPTION,
+        input_schema: raw_sql::input_schema(),
+        output_schema: raw_sql::output_schema(),
+        source: "src/tools/raw_sql.rs",
+    });
     all.sort_by_key(|d| d.name);
     all
 }
@@ -130,6 +139,9 @@ pub struct ToolContext<'a> {
     pub embedder: Option<&'a dyn Embedder>,
     /// Table descriptions, read once per process.
     pub schemas: Option<&'a table_schemas::Cache>,
+    /// What raw SQL may name, read from the catalogue and cached.
+    pub sql_catalogue: Option<&'a raw_sql::CatalogueCache>,
+    pub raw_sql_limits: raw_sql::Limits,
     /// Rows returned at most; more set `truncated`.
     pub max_rows: usize,
     pub statement_timeout: Duration,
@@ -150,6 +162,8 @@ impl Default for ToolContext<'_> {
         ToolContext {
             embedder: None,
             schemas: None,
+            sql_catalogue: None,
+            raw_sql_limits: raw_sql::Limits::default(),
             max_rows: 1_000,
             statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
         }
@@ -160,6 +174,7 @@ impl Default for ToolContext<'_> {
 enum Request {
     Curated(CuratedCall),
     Schemas(table_schemas::Args),
+    RawSql(raw_sql::Args),
 }
 
 /// Calls a tool as `caller`: arguments are parsed and validated before any
@@ -186,17 +201,25 @@ pub async fn call(
     }
     let request = match name {
         table_schemas::NAME => Request::Schemas(table_schemas::Args::parse(arguments)?),
+        raw_sql::NAME => Request::RawSql(raw_sql::Args::parse(arguments)?),
         _ => Request::Curated(
             CuratedCall::parse(name, arguments)
                 .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??,
         ),
     };
+    if let Request::RawSql(args) = request {
+        // raw SQL runs in a transaction of its own, always rolled back
+        let fresh = raw_sql::CatalogueCache::default();
+        let cache = context.sql_catalogue.unwrap_or(&fresh);
+        return raw_sql::call(client, caller, cache, context.raw_sql_limits, args).await;
+    }
     let tx = db::begin_as(client, caller, context.statement_timeout)
         .await
         .map_err(ToolError::from_database)?;
     let output = match request {
         Request::Curated(call) => call.run(&tx, context).await?,
         Request::Schemas(args) => table_schemas::call(&tx, context.schemas, args).await?,
+        Request::RawSql(_) => unreachable!("handled above"),
     };
     tx.commit().await.map_err(ToolError::from_database)?;
     Ok(output)

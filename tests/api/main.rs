@@ -5,6 +5,7 @@ mod codegen;
 mod golden;
 mod helpers;
 mod migrations;
+mod raw_sql;
 mod rls;
 mod seed;
 mod server;

@@ -51,6 +51,7 @@ fn settings(db: &TestDb) -> Settings {
         pool_wait: Duration::from_secs(5),
         statement_timeout: Duration::from_secs(30),
         max_rows: 1_000,
+        raw_sql: Default::default(),
         shutdown_deadline: Duration::from_secs(5),
     }
 }
@@ -155,7 +156,7 @@ async fn lists_and_calls_every_tool_with_structured_results_under_each_protocol_
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted, "a deterministic order");
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 10);
         for tool in &tools {
             assert!(tool.output_schema.is_some(), "{}", tool.name);
             assert_eq!(
@@ -164,6 +165,9 @@ async fn lists_and_calls_every_tool_with_structured_results_under_each_protocol_
             );
             let arguments = match tool.name.as_ref() {
                 "get_multiple_table_schemas" => json!({"table_names": ["retail.orders"]}),
+                "execute_sales_query" => {
+                    json!({"postgresql_query": "SELECT count(*) FROM retail.orders"})
+                }
                 "semantic_search_products" => continue, // needs an embedding model: see below
                 _ => json!({}),
             };
@@ -303,7 +307,7 @@ async fn a_call_without_identity_is_refused_unless_a_default_is_configured() {
     let anonymous = client(&app.url, &[], ProtocolVersion::V_2025_11_25).await;
     assert_eq!(
         anonymous.list_tools(None).await.unwrap().tools.len(),
-        9,
+        10,
         "listing needs no identity"
     );
     let refused = call(&anonymous, "store_performance", json!({})).await;
@@ -727,7 +731,10 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
         "{called}"
     );
     send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await;
-    assert_eq!(next().await["result"]["tools"].as_array().unwrap().len(), 9);
+    assert_eq!(
+        next().await["result"]["tools"].as_array().unwrap().len(),
+        10
+    );
     drop(stdin);
     let mut stderr = child.stderr.take().unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
@@ -826,7 +833,7 @@ async fn shutdown_stops_accepting_and_returns() {
 async fn session_mode_serves_the_same_tools() {
     let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.sessions = true).await;
     let client = as_caller(&app, REDMOND).await;
-    assert_eq!(client.list_tools(None).await.unwrap().tools.len(), 9);
+    assert_eq!(client.list_tools(None).await.unwrap().tools.len(), 10);
     let result = call(&client, "store_performance", json!({})).await;
     assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 6);
     client.cancel().await.unwrap();

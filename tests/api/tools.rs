@@ -513,6 +513,7 @@ async fn definitions_are_complete_and_valid() {
     assert_eq!(
         names,
         [
+            "execute_sales_query",
             "get_current_utc_date",
             "get_multiple_table_schemas",
             "low_stock",

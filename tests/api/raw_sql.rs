@@ -1,0 +1,926 @@
+//! `execute_sales_query` under attack: every hostile input is refused with
+//! the rule it breaks, the database is unchanged afterwards, and the writes
+//! fail on the database's own layers when the policy is switched off.
+//! Legitimate analytics pass.
+
+use serde_json::{Value, json};
+use sqlmcp::caller::CallerId;
+use sqlmcp::tools::raw_sql::{self, Limits};
+use sqlmcp::tools::{self, ToolContext, ToolError};
+use std::time::Duration;
+
+use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Class {
+    /// Changes data or schema: the database layers alone must stop it too.
+    Write,
+    /// Side effects a read-only transaction does not stop: the policy's job.
+    SideEffect,
+    /// Changing who the caller is: the policy's job; the role cannot anyway.
+    Escape,
+    /// Reading outside retail.
+    Snoop,
+    /// Tricks of spelling that must not hide any of the above.
+    Encoding,
+    /// Transaction control and plans: no data changes even when run, but no
+    /// business in a query either.
+    Control,
+}
+use Class::*;
+
+const ATTACKS: &[(&str, &str, Class)] = &[
+    // statement stacking and transaction escape
+    (
+        "SELECT 1; DELETE FROM retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT 1; COMMIT; DELETE FROM retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "COMMIT; DELETE FROM retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "END; DROP TABLE retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "ROLLBACK; INSERT INTO retail.categories (category_name) VALUES ('x')",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT 1 /* ; */; DELETE FROM retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT $$;$$; DELETE FROM retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT $tag$ ; $tag$; UPDATE retail.products SET base_price = 0",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT ';'; UPDATE retail.products SET base_price = 0",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT 1 -- ;\n; TRUNCATE retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    (
+        "SELECT E'\\';'; DELETE FROM retail.orders",
+        "only one statement allowed",
+        Write,
+    ),
+    ("COMMIT", "only SELECT or EXPLAIN allowed", Control),
+    (
+        "BEGIN READ WRITE",
+        "only SELECT or EXPLAIN allowed",
+        Control,
+    ),
+    (
+        "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+        "only SELECT or EXPLAIN allowed",
+        Control,
+    ),
+    ("SAVEPOINT s", "only SELECT or EXPLAIN allowed", Control),
+    ("ABORT", "only SELECT or EXPLAIN allowed", Control),
+    (
+        "PREPARE p AS DELETE FROM retail.orders",
+        "only SELECT or EXPLAIN allowed",
+        Control,
+    ),
+    ("EXECUTE p", "only SELECT or EXPLAIN allowed", Control),
+    ("DEALLOCATE ALL", "only SELECT or EXPLAIN allowed", Control),
+    ("DISCARD ALL", "only SELECT or EXPLAIN allowed", Control),
+    ("NOTIFY channel", "only SELECT or EXPLAIN allowed", Control),
+    // writes in disguise
+    (
+        "WITH d AS (DELETE FROM retail.orders RETURNING *) SELECT count(*) FROM d",
+        "DELETE not allowed",
+        Write,
+    ),
+    (
+        "WITH u AS (UPDATE retail.products SET base_price = 0 RETURNING 1) SELECT * FROM u",
+        "UPDATE not allowed",
+        Write,
+    ),
+    (
+        "WITH i AS (INSERT INTO retail.categories (category_name) VALUES ('x') RETURNING 1) SELECT * FROM i",
+        "INSERT not allowed",
+        Write,
+    ),
+    (
+        "SELECT * FROM (WITH d AS (DELETE FROM retail.inventory RETURNING 1) SELECT * FROM d) s",
+        "DELETE not allowed",
+        Write,
+    ),
+    (
+        "SELECT * INTO retail.stolen FROM retail.customers",
+        "SELECT … INTO not allowed",
+        Write,
+    ),
+    (
+        "SELECT * INTO TEMP stolen FROM retail.customers",
+        "SELECT … INTO not allowed",
+        Write,
+    ),
+    (
+        "CREATE TABLE retail.t AS SELECT 1",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "EXPLAIN ANALYZE DELETE FROM retail.orders",
+        "EXPLAIN ANALYZE not allowed",
+        Write,
+    ),
+    (
+        "EXPLAIN (ANALYZE) SELECT * FROM retail.orders",
+        "EXPLAIN ANALYZE not allowed",
+        Control,
+    ),
+    (
+        "EXPLAIN (BUFFERS, ANALYZE true) SELECT 1",
+        "EXPLAIN ANALYZE not allowed",
+        Control,
+    ),
+    (
+        "EXPLAIN DELETE FROM retail.orders",
+        "EXPLAIN allowed only of a SELECT",
+        Control,
+    ),
+    (
+        "SELECT nextval('retail.orders_order_id_seq')",
+        "function nextval is volatile",
+        Write,
+    ),
+    (
+        "SELECT setval('retail.orders_order_id_seq', 1)",
+        "function setval is volatile",
+        Write,
+    ),
+    (
+        "SELECT * FROM nextval('retail.orders_order_id_seq')",
+        "function nextval is volatile",
+        Write,
+    ),
+    (
+        "DO $$ BEGIN DELETE FROM retail.orders; END $$",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "COPY retail.orders TO STDOUT",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "COPY (SELECT * FROM retail.customers) TO '/tmp/customers'",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "COPY retail.orders FROM STDIN",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "INSERT INTO retail.orders (customer_id, store_id, order_date) VALUES (1, 1, now())",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "UPDATE retail.orders SET store_id = 1",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "DELETE FROM retail.inventory",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "MERGE INTO retail.categories c USING (SELECT 'x' AS n) v ON false WHEN NOT MATCHED THEN INSERT (category_name) VALUES (v.n)",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "TRUNCATE retail.orders",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "DROP TABLE retail.orders",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "ALTER TABLE retail.orders DISABLE ROW LEVEL SECURITY",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "GRANT ALL ON retail.orders TO PUBLIC",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "CREATE FUNCTION retail.f() RETURNS int AS 'SELECT 1' LANGUAGE sql",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "VACUUM retail.orders",
+        "only SELECT or EXPLAIN allowed",
+        Write,
+    ),
+    (
+        "SELECT * FROM retail.orders FOR UPDATE",
+        "locking clause (FOR UPDATE/SHARE) not allowed",
+        Write,
+    ),
+    (
+        "SELECT * FROM retail.orders FOR SHARE SKIP LOCKED",
+        "locking clause (FOR UPDATE/SHARE) not allowed",
+        Write,
+    ),
+    (
+        "SELECT * FROM (SELECT * FROM retail.orders FOR NO KEY UPDATE) s",
+        "locking clause (FOR UPDATE/SHARE) not allowed",
+        Write,
+    ),
+    // side effects a read-only transaction does not stop
+    (
+        "SELECT pg_read_file('/etc/passwd')",
+        "function pg_read_file",
+        SideEffect,
+    ),
+    (
+        "SELECT * FROM pg_read_binary_file('/etc/passwd')",
+        "function pg_read_binary_file",
+        SideEffect,
+    ),
+    ("SELECT pg_ls_dir('.')", "function pg_ls_dir", SideEffect),
+    (
+        "SELECT lo_import('/etc/passwd')",
+        "function lo_import",
+        SideEffect,
+    ),
+    (
+        "SELECT lo_export(1, '/tmp/x')",
+        "function lo_export",
+        SideEffect,
+    ),
+    ("SELECT lo_create(0)", "function lo_create", SideEffect),
+    (
+        "SELECT * FROM dblink('host=127.0.0.1', 'DELETE FROM retail.orders') AS t(a int)",
+        "function dblink",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+        "function pg_terminate_backend",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_cancel_backend(1)",
+        "function pg_cancel_backend",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_reload_conf()",
+        "function pg_reload_conf",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_rotate_logfile()",
+        "function pg_rotate_logfile",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_advisory_lock(42)",
+        "function pg_advisory_lock is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_try_advisory_lock(42)",
+        "function pg_try_advisory_lock is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_advisory_xact_lock(42)",
+        "function pg_advisory_xact_lock is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_notify('channel', 'x')",
+        "function pg_notify is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT pg_sleep(30)",
+        "function pg_sleep is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT * FROM pg_sleep(30)",
+        "function pg_sleep is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT 1 FROM retail.orders WHERE pg_sleep(1) IS NULL",
+        "function pg_sleep is volatile",
+        SideEffect,
+    ),
+    (
+        "SELECT query_to_xml('DELETE FROM retail.orders', true, true, '')",
+        "function query_to_xml",
+        SideEffect,
+    ),
+    ("SELECT txid_current()", "function txid_current", SideEffect),
+    (
+        "SELECT pg_switch_wal()",
+        "function pg_switch_wal",
+        SideEffect,
+    ),
+    ("SELECT setseed(0.5)", "function setseed", SideEffect),
+    // identity and RLS escape
+    (
+        "SELECT set_config('app.current_rls_user_id', '00000000-0000-0000-0000-000000000000', false)",
+        "function set_config is volatile",
+        Escape,
+    ),
+    (
+        "SELECT set_config('role', 'sqlmcp', true)",
+        "function set_config is volatile",
+        Escape,
+    ),
+    (
+        "SELECT * FROM retail.orders, (SELECT set_config('app.current_rls_user_id', '00000000-0000-0000-0000-000000000000', true)) s",
+        "function set_config is volatile",
+        Escape,
+    ),
+    ("SET ROLE sqlmcp", "only SELECT or EXPLAIN allowed", Escape),
+    (
+        "SET app.current_rls_user_id = '00000000-0000-0000-0000-000000000000'",
+        "only SELECT or EXPLAIN allowed",
+        Escape,
+    ),
+    (
+        "SET LOCAL row_security = off",
+        "only SELECT or EXPLAIN allowed",
+        Escape,
+    ),
+    ("RESET ALL", "only SELECT or EXPLAIN allowed", Escape),
+    (
+        "SET SESSION AUTHORIZATION sqlmcp",
+        "only SELECT or EXPLAIN allowed",
+        Escape,
+    ),
+    (
+        "SELECT current_setting('app.current_rls_user_id')",
+        "function current_setting is not allowed",
+        Escape,
+    ),
+    (
+        "SELECT retail.caller_store_ids()",
+        "function retail.caller_store_ids not allowed",
+        Escape,
+    ),
+    (
+        "SELECT caller_is_head_office()",
+        "function caller_is_head_office does not exist or is not allowed",
+        Escape,
+    ),
+    // catalogue snooping
+    (
+        "SELECT * FROM pg_authid",
+        "relation pg_authid not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT usename, passwd FROM pg_shadow",
+        "relation pg_shadow not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM pg_catalog.pg_user",
+        "relation pg_catalog.pg_user not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM information_schema.tables",
+        "relation information_schema.tables not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM public.refinery_schema_history",
+        "relation public.refinery_schema_history not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM refinery_schema_history",
+        "relation refinery_schema_history not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM pg_stat_activity",
+        "relation pg_stat_activity not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM retail.orders_order_id_seq",
+        "relation retail.orders_order_id_seq not allowed",
+        Snoop,
+    ),
+    (
+        "WITH pg_authid AS (SELECT 1) SELECT * FROM pg_authid",
+        "shadows a system relation",
+        Snoop,
+    ),
+    (
+        "SELECT (SELECT rolpassword FROM pg_authid LIMIT 1)",
+        "relation pg_authid not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM retail.orders o JOIN pg_roles r ON true",
+        "relation pg_roles not allowed",
+        Snoop,
+    ),
+    ("TABLE pg_authid", "relation pg_authid not allowed", Snoop),
+    (
+        "SELECT public.l2_distance('[1]', '[1]')",
+        "function public.l2_distance not allowed",
+        Snoop,
+    ),
+    (
+        "SELECT * FROM sqlmcp.retail.orders",
+        "database-qualified names not allowed",
+        Snoop,
+    ),
+    // encoding tricks
+    (
+        "SELECT U&\"\\0070g_sleep\"(1)",
+        "function pg_sleep is volatile",
+        Encoding,
+    ),
+    (
+        "SELECT \"pg_sleep\"(1)",
+        "function pg_sleep is volatile",
+        Encoding,
+    ),
+    (
+        "SeLeCt Pg_SlEeP(1)",
+        "function pg_sleep is volatile",
+        Encoding,
+    ),
+    (
+        "select/**/pg_sleep(1)",
+        "function pg_sleep is volatile",
+        Encoding,
+    ),
+    (
+        "SELECT pg_catalog.pg_sleep\n(1)",
+        "function pg_sleep is volatile",
+        Encoding,
+    ),
+    (
+        "SELECT * FROM \"pg_authid\"",
+        "relation pg_authid not allowed",
+        Encoding,
+    ),
+    (
+        "SELECT * FROM PG_CATALOG.PG_AUTHID",
+        "relation pg_catalog.pg_authid not allowed",
+        Encoding,
+    ),
+    (
+        "SELECT * FROM U&\"pg\\005fauthid\"",
+        "relation pg_authid not allowed",
+        Encoding,
+    ),
+    ("SELECT 1 \\g", "syntax error", Encoding),
+    ("ＳＥＬＥＣＴ 1", "syntax error", Encoding),
+    ("", "write one SELECT statement", Encoding),
+    ("  ;  ", "empty query", Encoding),
+];
+
+const LEGITIMATE: &[&str] = &[
+    "SELECT count(*) FROM retail.orders",
+    "SELECT count(*) FROM orders",
+    "SELECT s.store_name, count(o.order_id) AS orders FROM retail.stores s LEFT JOIN retail.orders o USING (store_id) GROUP BY s.store_name ORDER BY 2 DESC",
+    "SELECT date_trunc('month', order_date) AS month, count(*) FROM retail.orders GROUP BY 1 ORDER BY 1",
+    "SELECT product_id, sum(total_amount) AS revenue, rank() OVER (ORDER BY sum(total_amount) DESC) FROM retail.order_items GROUP BY product_id ORDER BY 3 LIMIT 10",
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY total_amount) AS median FROM retail.order_items",
+    "WITH monthly AS (SELECT date_trunc('month', o.order_date) AS m, sum(oi.total_amount) AS r FROM retail.orders o JOIN retail.order_items oi USING (order_id) GROUP BY 1) SELECT m, r, r - lag(r) OVER (ORDER BY m) AS change FROM monthly ORDER BY m",
+    "SELECT c.category_name, top.product_name FROM retail.categories c CROSS JOIN LATERAL (SELECT p.product_name FROM retail.products p WHERE p.category_id = c.category_id ORDER BY p.base_price DESC LIMIT 1) top",
+    "SELECT count(*) FILTER (WHERE discount_percent > 0) AS discounted, count(*) AS all_items FROM retail.order_items",
+    "SELECT store_id, extract(year FROM order_date) AS y, count(*) FROM retail.orders GROUP BY GROUPING SETS ((store_id), (extract(year FROM order_date)), ())",
+    "SELECT c.category_name, t.type_name, count(*) FROM retail.products p JOIN retail.categories c USING (category_id) JOIN retail.product_types t USING (type_id) GROUP BY ROLLUP (c.category_name, t.type_name)",
+    "SELECT 'store' AS kind, store_name AS name FROM retail.stores UNION ALL SELECT 'category', category_name FROM retail.categories",
+    "SELECT product_id FROM retail.products EXCEPT SELECT product_id FROM retail.order_items",
+    "VALUES (1, 'a'), (2, 'b')",
+    "SELECT * FROM (VALUES (1), (2)) AS v(x)",
+    "SELECT customer_id, first_name FROM retail.customers WHERE customer_id IN (SELECT customer_id FROM retail.orders GROUP BY customer_id HAVING count(*) > 5)",
+    "SELECT p.sku FROM retail.products p WHERE NOT EXISTS (SELECT 1 FROM retail.order_items oi WHERE oi.product_id = p.product_id)",
+    "SELECT upper(first_name) || ' ' || lower(last_name) AS name, length(email) FROM retail.customers LIMIT 5",
+    "SELECT order_date, order_date - interval '30 days', extract(dow FROM order_date) FROM retail.orders LIMIT 5",
+    "SELECT to_char(order_date, 'YYYY-MM') AS month, count(*) FROM retail.orders GROUP BY 1 ORDER BY 1",
+    "SELECT CASE WHEN stock_level = 0 THEN 'out' WHEN stock_level < 10 THEN 'low' ELSE 'ok' END AS status, count(*) FROM retail.inventory GROUP BY 1",
+    "SELECT round(avg(total_amount), 2), max(total_amount), min(total_amount), stddev(total_amount) FROM retail.order_items",
+    "SELECT json_build_object('store', store_name, 'online', is_online) AS store FROM retail.stores",
+    "SELECT store_id, array_agg(DISTINCT product_id ORDER BY product_id) FROM retail.inventory WHERE stock_level < 5 GROUP BY store_id",
+    "SELECT c.category_name, string_agg(t.type_name, ', ' ORDER BY t.type_name) FROM retail.product_types t JOIN retail.categories c USING (category_id) GROUP BY c.category_name",
+    "SELECT DISTINCT ON (store_id) store_id, order_date FROM retail.orders ORDER BY store_id, order_date DESC",
+    "SELECT d::date AS day FROM generate_series('2024-01-01'::date, '2024-01-31'::date, interval '1 day') AS d",
+    "SELECT product_id FROM retail.product_description_embeddings ORDER BY description_embedding <=> '[1,0,0]' LIMIT 1",
+    "SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY quantity), ntile(4) OVER () FROM retail.order_items GROUP BY quantity LIMIT 3",
+    "EXPLAIN SELECT * FROM retail.orders WHERE order_date > '2024-01-01'",
+    "EXPLAIN (FORMAT JSON) SELECT count(*) FROM retail.order_items",
+];
+
+async fn run(
+    client: &mut tokio_postgres::Client,
+    caller: &str,
+    sql: &str,
+    limits: Limits,
+) -> Result<Value, ToolError> {
+    let context = ToolContext {
+        raw_sql_limits: limits,
+        ..ToolContext::default()
+    };
+    let caller = CallerId::parse(caller).unwrap();
+    tools::call(
+        client,
+        &caller,
+        "execute_sales_query",
+        json!({ "postgresql_query": sql }),
+        &context,
+    )
+    .await
+    .map(|output| output.structured)
+}
+
+/// Everything an attack could have changed: every table's rows, objects,
+/// locks and settings.
+async fn fingerprint(db: &TestDb) -> (Vec<sqlmcp::seed::TableChecksum>, i64) {
+    let mut owner = db.owner().await;
+    let checksums = sqlmcp::seed::checksums(&mut owner).await.unwrap();
+    let objects: i64 = owner
+        .query_one("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_toast')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    (checksums, objects)
+}
+
+async fn assert_connection_is_clean(client: &tokio_postgres::Client, after: &str) {
+    let row = client
+        .query_one(
+            "SELECT coalesce(current_setting('app.current_rls_user_id', true), ''), current_setting('search_path'), \
+                    (SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() AND locktype = 'advisory')",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|err| panic!("after {after:?}: {err}"));
+    let (identity, search_path, advisory): (String, String, i64) =
+        (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        identity, "",
+        "after {after:?}: the identity outlived the call"
+    );
+    assert!(
+        !search_path.starts_with("retail"),
+        "after {after:?}: search_path leaked: {search_path}"
+    );
+    assert_eq!(advisory, 0, "after {after:?}: an advisory lock is held");
+}
+
+#[tokio::test]
+async fn every_attack_is_refused_with_its_rule_and_changes_nothing() {
+    assert!(ATTACKS.len() >= 80, "{} attacks", ATTACKS.len());
+    let db = TestDb::seeded().await;
+    let before = fingerprint(&db).await;
+    let mut client = db.app().await;
+    let limits = Limits {
+        statement_timeout: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    for (sql, rule, _) in ATTACKS {
+        match run(&mut client, SEATTLE, sql, limits).await {
+            Err(ToolError::InvalidArgument {
+                argument,
+                rule: actual,
+            }) => {
+                assert_eq!(argument, "postgresql_query");
+                assert!(
+                    actual.contains(rule),
+                    "{sql:?}: expected {rule:?}, got {actual:?}"
+                );
+            }
+            other => panic!("{sql:?} was not refused: {other:?}"),
+        }
+        assert_connection_is_clean(&client, sql).await;
+    }
+    assert_eq!(fingerprint(&db).await, before, "the database changed");
+}
+
+/// With the policy switched off, the database's own layers (read-only
+/// transaction, the role's privileges, rollback, timeouts) still stop every
+/// write, and nothing survives on the connection.
+#[tokio::test]
+async fn without_the_policy_the_database_still_stops_every_write() {
+    let db = TestDb::seeded().await;
+    let before = fingerprint(&db).await;
+    let caller = CallerId::parse(SEATTLE).unwrap();
+    let limits = Limits {
+        statement_timeout: Duration::from_millis(500),
+        max_bytes: 64 * 1024,
+        ..Limits::default()
+    };
+    for (sql, _, class) in ATTACKS {
+        let mut client = db.app().await;
+        let outcome = raw_sql::execute_unchecked_for_tests(&mut client, &caller, sql, limits).await;
+        if *class == Write {
+            assert!(
+                outcome.is_err(),
+                "{sql:?} succeeded without the policy: {outcome:?}"
+            );
+        }
+        // side effects that outlive a transaction (an advisory lock) are the
+        // policy's layer to stop; everything else leaves the connection clean
+        if *class != SideEffect && !client.is_closed() {
+            assert_connection_is_clean(&client, sql).await;
+        }
+    }
+    assert_eq!(fingerprint(&db).await, before, "the database changed");
+}
+
+#[tokio::test]
+async fn legitimate_analytics_pass() {
+    assert!(LEGITIMATE.len() >= 25);
+    let db = TestDb::seeded().await;
+    let mut client = db.app().await;
+    for sql in LEGITIMATE {
+        let result = run(&mut client, HEAD_OFFICE, sql, Limits::default())
+            .await
+            .unwrap_or_else(|err| panic!("{sql:?} was refused: {err}"));
+        assert!(
+            result["c"].as_array().is_some_and(|c| !c.is_empty()),
+            "{sql:?}: {result}"
+        );
+        assert_eq!(
+            result["n"].as_u64().unwrap() as usize,
+            result["r"].as_array().unwrap().len()
+        );
+    }
+}
+
+#[tokio::test]
+async fn results_keep_their_types_and_respect_rls() {
+    let db = TestDb::seeded().await;
+    let mut client = db.app().await;
+    let sql = "SELECT 1.50::numeric AS price, '2024-02-29'::date AS day, '00000000-0000-0000-0000-000000000001'::uuid AS id, \
+               '{\"a\": [1, 2]}'::jsonb AS doc, ARRAY[1, 2] AS list, NULL::text AS nothing, 2::bigint AS n, 0.5::float8 AS f, true AS yes, 1 AS yes";
+    let result = run(&mut client, SEATTLE, sql, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        result["c"],
+        json!([
+            "price", "day", "id", "doc", "list", "nothing", "n", "f", "yes", "yes"
+        ])
+    );
+    assert_eq!(
+        result["r"][0],
+        json!(["1.50", "2024-02-29", "00000000-0000-0000-0000-000000000001", {"a": [1, 2]}, [1, 2], null, 2, 0.5, true, 1])
+    );
+
+    let stores = run(
+        &mut client,
+        SEATTLE,
+        "SELECT DISTINCT store_id FROM retail.orders",
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(stores["r"], json!([[1]]), "Seattle sees only Seattle");
+    let all = run(
+        &mut client,
+        HEAD_OFFICE,
+        "SELECT count(DISTINCT store_id) FROM retail.orders",
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(all["r"], json!([[8]]));
+}
+
+#[tokio::test]
+async fn results_are_bounded_by_rows_bytes_and_time() {
+    let db = TestDb::seeded().await;
+    let mut client = db.app().await;
+    let many = run(
+        &mut client,
+        HEAD_OFFICE,
+        "SELECT * FROM retail.order_items",
+        Limits::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (many["n"].as_u64(), many["truncated"].as_bool()),
+        (Some(500), Some(true))
+    );
+    let small = Limits {
+        max_bytes: 10_000,
+        ..Limits::default()
+    };
+    let wide = run(
+        &mut client,
+        HEAD_OFFICE,
+        "SELECT repeat('x', 3000) FROM generate_series(1, 100)",
+        small,
+    )
+    .await
+    .unwrap();
+    assert_eq!(wide["truncated"], true);
+    assert!(wide["n"].as_u64().unwrap() < 5, "{}", wide["n"]);
+    let huge = run(
+        &mut client,
+        HEAD_OFFICE,
+        "SELECT * FROM generate_series(1, 100000000)",
+        Limits::default(),
+    )
+    .await
+    .unwrap_or(json!({"truncated": true}));
+    assert_eq!(huge["truncated"], true);
+
+    let quick = Limits {
+        statement_timeout: Duration::from_millis(200),
+        ..Limits::default()
+    };
+    let err = run(
+        &mut client,
+        HEAD_OFFICE,
+        "SELECT count(*) FROM retail.order_items a, retail.order_items b, retail.order_items c",
+        quick,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err, ToolError::Timeout);
+    assert!(err.to_string().contains("statement timeout"));
+    assert_connection_is_clean(&client, "the timeout").await;
+}
+
+#[tokio::test]
+async fn database_errors_carry_postgresql_message_and_position() {
+    let db = TestDb::seeded().await;
+    let mut client = db.app().await;
+    let err = run(
+        &mut client,
+        SEATTLE,
+        "SELECT ordr_date FROM retail.orders",
+        Limits::default(),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("column \"ordr_date\" does not exist") && err.contains("at character 8"),
+        "{err}"
+    );
+    let err = run(&mut client, SEATTLE, "SELECT 1 / 0", Limits::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("division by zero"), "{err}");
+}
+
+mod fuzz {
+    use proptest::prelude::*;
+    use sqlmcp::sql_policy::{self, Catalogue};
+
+    fn catalogue() -> Catalogue {
+        let mut catalogue = Catalogue::default();
+        for (name, safe) in [
+            ("count", true),
+            ("now", true),
+            ("sum", true),
+            ("pg_sleep", false),
+            ("nextval", false),
+            ("upper", true),
+        ] {
+            catalogue.functions.insert(name.to_owned(), safe);
+        }
+        for table in ["orders", "order_items", "stores"] {
+            catalogue.retail_relations.insert(table.to_owned());
+        }
+        catalogue.other_relations.insert("pg_authid".to_owned());
+        catalogue
+    }
+
+    const PIECES: &[&str] = &[
+        "SELECT ",
+        "1",
+        ", ",
+        ";",
+        " FROM ",
+        "retail.orders",
+        "orders",
+        "pg_authid",
+        " WHERE ",
+        "count(*)",
+        "pg_sleep(1)",
+        "nextval('s')",
+        "DELETE FROM retail.orders",
+        "UPDATE retail.orders SET store_id = 1",
+        "INSERT INTO retail.orders VALUES (1)",
+        "WITH x AS (",
+        ")",
+        "(",
+        "'",
+        "''",
+        "$$",
+        "$t$",
+        "--",
+        "\n",
+        "/*",
+        "*/",
+        "\"",
+        "E'\\''",
+        "U&\"\\0070\"",
+        "FOR UPDATE",
+        "EXPLAIN ",
+        "ANALYZE ",
+        "INTO ",
+        "COMMIT",
+        "BEGIN",
+        " UNION ",
+        "VALUES (1)",
+        "SET ROLE x",
+        "COPY ",
+        "DO ",
+    ];
+
+    fn is_read_only_select(sql: &str) -> bool {
+        let parsed = pg_query::parse(sql, pg_query::ParserOptions::default())
+            .expect("an accepted statement parses");
+        if parsed.protobuf.stmts.len() != 1 {
+            return false;
+        }
+        let tree = serde_json::to_string(&parsed.protobuf.stmts[0]).unwrap();
+        let top_ok = tree.contains("\"SelectStmt\"");
+        let forbidden = [
+            "InsertStmt",
+            "UpdateStmt",
+            "DeleteStmt",
+            "MergeStmt",
+            "IntoClause",
+            "LockingClause",
+            "TransactionStmt",
+            "VariableSetStmt",
+            "CopyStmt",
+            "DoStmt",
+        ];
+        top_ok
+            && !forbidden
+                .iter()
+                .any(|node| tree.contains(&format!("\"{node}\"")))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_policy_never_panics_and_accepts_only_one_read_only_select(pieces in proptest::collection::vec(0..PIECES.len(), 0..12)) {
+            let sql: String = pieces.iter().map(|i| PIECES[*i]).collect();
+            if let Ok(accepted) = sql_policy::check(&sql, &catalogue()) {
+                prop_assert!(is_read_only_select(accepted.sql()), "accepted {sql:?}");
+            }
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(sql in "\\PC{0,200}") {
+            if let Ok(accepted) = sql_policy::check(&sql, &catalogue()) {
+                prop_assert!(is_read_only_select(accepted.sql()), "accepted {sql:?}");
+            }
+        }
+    }
+}
