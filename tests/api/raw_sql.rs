@@ -293,7 +293,7 @@ const ATTACKS: &[(&str, &str, Class)] = &[
         SideEffect,
     ),
     (
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity",
+        "SELECT pg_terminate_backend(pg_backend_pid())",
         "function pg_terminate_backend",
         SideEffect,
     ),
