@@ -10,8 +10,13 @@ pub const TITLE: &str = "Current UTC date";
 pub const DESCRIPTION: &str = "The current date and time in UTC. Use it to turn relative periods \
      (\"last quarter\", \"this year\") into the start_date and end_date arguments of other tools.";
 
+/// The tool takes no arguments.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Args {}
+
 pub fn input_schema() -> Value {
-    json!({ "type": "object", "properties": {}, "additionalProperties": false })
+    super::support::input_schema::<Args>()
 }
 
 pub fn output_schema() -> Value {

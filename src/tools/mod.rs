@@ -170,11 +170,10 @@ impl Default for ToolContext<'_> {
     }
 }
 
-/// A tool call whose arguments are valid, before it touches the database.
+/// A call whose arguments are valid, before it opens its transaction.
 enum Request {
     Curated(CuratedCall),
     Schemas(table_schemas::Args),
-    RawSql(raw_sql::Args),
 }
 
 /// Calls a tool as `caller`: arguments are parsed and validated before any
@@ -187,39 +186,30 @@ pub async fn call(
     arguments: Value,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
-    if name == current_date::NAME {
-        support::parse_arguments::<serde_json::Map<String, Value>>(arguments)?
-            .keys()
-            .next()
-            .map_or(Ok(()), |argument| {
-                Err(ToolError::InvalidArgument {
-                    argument: argument.clone(),
-                    rule: "no such argument; this tool takes none".to_owned(),
-                })
-            })?;
-        return Ok(current_date::call());
-    }
     let request = match name {
+        current_date::NAME => {
+            support::parse_arguments::<current_date::Args>(arguments)?;
+            return Ok(current_date::call());
+        }
+        // raw SQL runs in a transaction of its own, always rolled back
+        raw_sql::NAME => {
+            let args = raw_sql::Args::parse(arguments)?;
+            let fresh = raw_sql::CatalogueCache::default();
+            let cache = context.sql_catalogue.unwrap_or(&fresh);
+            return raw_sql::call(client, caller, cache, context.raw_sql_limits, args).await;
+        }
         table_schemas::NAME => Request::Schemas(table_schemas::Args::parse(arguments)?),
-        raw_sql::NAME => Request::RawSql(raw_sql::Args::parse(arguments)?),
         _ => Request::Curated(
             CuratedCall::parse(name, arguments)
                 .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??,
         ),
     };
-    if let Request::RawSql(args) = request {
-        // raw SQL runs in a transaction of its own, always rolled back
-        let fresh = raw_sql::CatalogueCache::default();
-        let cache = context.sql_catalogue.unwrap_or(&fresh);
-        return raw_sql::call(client, caller, cache, context.raw_sql_limits, args).await;
-    }
     let tx = db::begin_as(client, caller, context.statement_timeout)
         .await
         .map_err(ToolError::from_database)?;
     let output = match request {
         Request::Curated(call) => call.run(&tx, context).await?,
         Request::Schemas(args) => table_schemas::call(&tx, context.schemas, args).await?,
-        Request::RawSql(_) => unreachable!("handled above"),
     };
     tx.commit().await.map_err(ToolError::from_database)?;
     Ok(output)

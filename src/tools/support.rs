@@ -29,6 +29,10 @@ pub fn input_schema<T: schemars::JsonSchema>() -> Value {
         object.remove("$schema");
         object.remove("title");
         object.remove("description");
+        // some clients require `properties`, even when there are none
+        object
+            .entry("properties")
+            .or_insert_with(|| serde_json::json!({}));
     }
     value
 }
@@ -49,11 +53,15 @@ pub fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolE
         let message = err.inner().to_string();
         match message.strip_prefix("unknown field ") {
             Some(rest) => {
-                let (field, expected) = rest.split_once(", expected ").unwrap_or((rest, ""));
-                let expected = if expected.is_empty() {
-                    String::new()
-                } else {
-                    format!("; expected {expected}")
+                // serde ends the message with ", expected one of …", or with
+                // ", there are no fields" for a tool that takes no arguments
+                let (field, expected) = match (
+                    rest.split_once(", expected "),
+                    rest.split_once(", there are no fields"),
+                ) {
+                    (Some((field, expected)), _) => (field, format!("; expected {expected}")),
+                    (None, Some((field, _))) => (field, "; this tool takes none".to_owned()),
+                    (None, None) => (rest, String::new()),
                 };
                 ToolError::InvalidArgument {
                     argument: field.trim_matches('`').to_owned(),
