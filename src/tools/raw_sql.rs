@@ -174,10 +174,7 @@ pub async fn call(
 ) -> Result<ToolOutput, ToolError> {
     let catalogue = cache.get(&*client, false).await?;
     let checked = match sql_policy::check(&args.postgresql_query, &catalogue) {
-        Err(violation)
-            if violation.rule.contains("does not exist")
-                || violation.rule.contains("not allowed: only the retail") =>
-        {
+        Err(violation) if violation.unknown_name => {
             // perhaps created since the catalogue was read: look again once
             let fresh = cache.get(&*client, true).await?;
             sql_policy::check(&args.postgresql_query, &fresh)

@@ -905,6 +905,21 @@ mod fuzz {
                 .any(|node| tree.contains(&format!("\"{node}\"")))
     }
 
+    /// Only names the catalogue does not know make the tool read it again.
+    #[test]
+    fn unknown_names_are_told_apart_from_refused_ones() {
+        let unknown = |sql: &str| {
+            sql_policy::check(sql, &catalogue())
+                .unwrap_err()
+                .unknown_name
+        };
+        assert!(unknown("SELECT * FROM brand_new_table"));
+        assert!(unknown("SELECT brand_new_function()"));
+        assert!(!unknown("SELECT * FROM pg_authid"));
+        assert!(!unknown("SELECT pg_sleep(1)"));
+        assert!(!unknown("DELETE FROM retail.orders"));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
 
