@@ -65,6 +65,9 @@ impl Workspace {
                 "CARGO_TARGET_DIR",
                 Path::new(REPOSITORY).join("target/workspace-copy"),
             )
+            // A second full build: keep it small on disk.
+            .env("CARGO_INCREMENTAL", "0")
+            .env("CARGO_PROFILE_DEV_DEBUG", "false")
             .env_remove("SQLMCP_CODEGEN_DATABASE_URL");
         if let Some(url) = codegen_url {
             command.env("SQLMCP_CODEGEN_DATABASE_URL", url);
