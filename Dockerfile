@@ -1,9 +1,17 @@
-# Multi-stage build of the sqlmcp binary; the runtime image is small and
-# runs as an unprivileged user.
+# Multi-stage build of the sqlmcp binary; the runtime image is small, runs
+# as an unprivileged user, and carries the local embedding model.
 FROM rust:1-bookworm AS build
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libclang-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked && cp target/release/sqlmcp /usr/local/bin/sqlmcp
+
+# all-MiniLM-L6-v2, fetched and checksum-verified as scripts/run does.
+FROM python:3.11-slim AS model
+COPY scripts/fetch-model /fetch-model
+RUN SQLMCP_MODEL_DIR=/model /fetch-model
 
 FROM debian:bookworm-slim
 RUN apt-get update \
@@ -11,6 +19,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sqlmcp
 COPY --from=build /usr/local/bin/sqlmcp /usr/local/bin/sqlmcp
+COPY --from=model /model /usr/share/sqlmcp/model
+ENV SQLMCP_MODEL_DIR=/usr/share/sqlmcp/model
 USER sqlmcp
 EXPOSE 8000
 # /healthz over bash's /dev/tcp: the image needs no HTTP client.

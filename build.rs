@@ -266,26 +266,71 @@ fn tool_module(query: &Query) -> String {
     }
     writeln!(out, "        Ok(())\n    }}\n}}\n").unwrap();
 
+    // Embedding happens before the call takes a database connection.
+    writeln!(
+        out,
+        "/// The arguments, with every `--@ embed` text turned into its vector."
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "#[derive(Debug)]\npub struct Ready {{\n    args: Args,"
+    )
+    .unwrap();
+    for embed in &query.embeds {
+        writeln!(out, "    {}: Vec<f32>,", embed.vector_param).unwrap();
+    }
+    if !query.embeds.is_empty() {
+        writeln!(out, "    embedding_model: String,").unwrap();
+    }
+    writeln!(out, "}}\n").unwrap();
+    writeln!(
+        out,
+        "/// Embeds the text arguments (no database needed).\n\
+         pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {{"
+    )
+    .unwrap();
+    let mut fields = vec!["args".to_owned()];
+    if !query.embeds.is_empty() {
+        writeln!(out, "    let embedder = context.embedder()?;").unwrap();
+        for embed in &query.embeds {
+            let dimensions = match embed.dimensions {
+                Some(n) => format!("Some({n})"),
+                None => "None".to_owned(),
+            };
+            writeln!(
+                out,
+                "    let {} = embed(embedder, NAME, {:?}, &args.{}, {dimensions}).await?;",
+                embed.vector_param, embed.text_arg, embed.text_arg
+            )
+            .unwrap();
+            fields.push(embed.vector_param.clone());
+        }
+        writeln!(
+            out,
+            "    let embedding_model = embedder.model_id().to_owned();"
+        )
+        .unwrap();
+        fields.push("embedding_model".to_owned());
+    } else {
+        writeln!(out, "    let _ = context;").unwrap();
+    }
+    writeln!(out, "    Ok(Ready {{ {} }})\n}}\n", fields.join(", ")).unwrap();
+
     // The call.
     writeln!(out, "/// Runs the query with validated arguments.").unwrap();
     writeln!(
         out,
-        "pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, args: Args, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{"
+        "pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{"
     )
     .unwrap();
+    writeln!(out, "    let Ready {{ {} }} = ready;", fields.join(", ")).unwrap();
     let mut extra = "None".to_owned();
     for embed in &query.embeds {
-        writeln!(out, "    let embedder = context.embedder()?;").unwrap();
-        writeln!(
-            out,
-            "    let {} = embed(embedder, &args.{}).await?;",
-            embed.vector_param, embed.text_arg
-        )
-        .unwrap();
         if let Some(model) = &embed.model_param {
-            writeln!(out, "    let {model} = embedder.model_id().to_owned();").unwrap();
+            writeln!(out, "    let {model} = embedding_model.clone();").unwrap();
         }
-        extra = "Some((\"embedding_model\", embedder.model_id()))".to_owned();
+        extra = "Some((\"embedding_model\", &embedding_model))".to_owned();
     }
     writeln!(out, "    let statement = query::{name}();").unwrap();
     let bound: Vec<String> = query
@@ -330,10 +375,21 @@ fn tool_module(query: &Query) -> String {
     .unwrap();
     writeln!(
         out,
-        "    collect_rows(rows, {row}, context.max_rows, {extra}).await"
+        "    let output = collect_rows(rows, {row}, context.max_rows, {extra}).await?;"
     )
     .unwrap();
-    writeln!(out, "}}").unwrap();
+    for embed in &query.embeds {
+        if let Some(table) = &embed.vectors {
+            writeln!(
+                out,
+                "    if output.is_empty() {{\n        \
+                 check_stored_vectors(client, {:?}, {table:?}, &embedding_model).await?;\n    }}",
+                catalogue::vectors_check_sql(table)
+            )
+            .unwrap();
+        }
+    }
+    writeln!(out, "    Ok(output)\n}}").unwrap();
     out
 }
 
@@ -428,11 +484,34 @@ fn registry(queries: &[Query]) -> String {
         .unwrap();
     }
     out.push_str("            _ => return None,\n        })\n    }\n\n");
+    out.push_str("    /// Embeds what the tool embeds; no database needed.\n");
+    out.push_str("    pub async fn prepare(self, context: &ToolContext<'_>) -> Result<ReadyCall, ToolError> {\n        Ok(match self {\n");
+    for query in &sorted {
+        let variant = catalogue::struct_name(&query.name);
+        writeln!(
+            out,
+            "            CuratedCall::{variant}(args) => ReadyCall::{variant}({}::prepare(args, context).await?),",
+            query.name
+        )
+        .unwrap();
+    }
+    out.push_str("        })\n    }\n}\n\n");
+    out.push_str("/// A call ready to run: arguments valid, texts embedded.\n#[derive(Debug)]\npub enum ReadyCall {\n");
+    for query in &sorted {
+        writeln!(
+            out,
+            "    {}({}::Ready),",
+            catalogue::struct_name(&query.name),
+            query.name
+        )
+        .unwrap();
+    }
+    out.push_str("}\n\nimpl ReadyCall {\n");
     out.push_str("    pub async fn run(self, client: &impl sqlmcp_codegen::client::GenericClient, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {\n        match self {\n");
     for query in &sorted {
         writeln!(
             out,
-            "            CuratedCall::{}(args) => {}::run(client, args, context).await,",
+            "            ReadyCall::{}(ready) => {}::run(client, ready, context).await,",
             catalogue::struct_name(&query.name),
             query.name
         )

@@ -5,7 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_postgres::Config;
 
 use crate::caller::CallerId;
-use crate::{auth, db, migrate, seed, server, tools};
+use crate::{auth, backfill, db, embeddings, migrate, seed, server, tools};
 
 #[derive(Debug, Parser)]
 #[command(name = "sqlmcp", version, about)]
@@ -24,6 +24,9 @@ enum Command {
     Tools(ToolsArgs),
     /// Call one tool as a caller and print its result (for development).
     Call(CallArgs),
+    /// Give every product a current vector of the embedding model (missing
+    /// or stale ones), in batches. Resumable, and a no-op when all are current.
+    Embed(EmbedArgs),
     /// Serve the tools over MCP: Streamable HTTP, or stdio with --stdio.
     Serve(Box<ServeArgs>),
 }
@@ -136,6 +139,20 @@ struct ServeArgs {
     /// Log format (logs go to stderr).
     #[arg(long, env = "SQLMCP_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
+    #[command(flatten)]
+    embedding: embeddings::Settings,
+}
+
+#[derive(Debug, Args)]
+struct EmbedArgs {
+    /// Connect as the role that owns the schema, as `migrate` does.
+    #[command(flatten)]
+    connection: Connection,
+    #[command(flatten)]
+    embedding: embeddings::Settings,
+    /// Products embedded and written per transaction.
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
 }
 
 #[derive(Debug, Args)]
@@ -151,6 +168,8 @@ struct CallArgs {
     /// The caller's id (a UUID); row-level security shows only what it may see.
     #[arg(long, env = "SQLMCP_CALLER_ID")]
     caller: String,
+    #[command(flatten)]
+    embedding: embeddings::Settings,
 }
 
 #[derive(Debug, Args)]
@@ -206,6 +225,7 @@ pub async fn run() -> Result<()> {
             Ok(())
         }
         Command::Call(args) => run_call(args).await,
+        Command::Embed(args) => run_embed(args).await,
         Command::Serve(args) => run_serve(*args).await,
     }
 }
@@ -292,6 +312,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
             ..Default::default()
         },
         shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
+        embedder: args.embedding.build()?,
     };
     if args.stdio {
         return server::serve_stdio(settings, caller.or(default_caller)).await;
@@ -307,8 +328,12 @@ async fn run_call(args: CallArgs) -> Result<()> {
     let caller = CallerId::parse(&args.caller)?;
     let arguments: serde_json::Value = serde_json::from_str(&args.arguments)
         .map_err(|err| anyhow::anyhow!("the arguments are not JSON: {err}"))?;
+    let embedder = args.embedding.build()?;
     let mut client = db::connect(&args.connection.database_url).await?;
-    let context = tools::ToolContext::default();
+    let context = tools::ToolContext {
+        embedder: embedder.as_deref(),
+        ..tools::ToolContext::default()
+    };
     let output = tools::call(&mut client, &caller, &args.tool, arguments, &context).await?;
     println!(
         "{}",
@@ -363,6 +388,49 @@ fn property_names(schema: &serde_json::Value) -> Vec<&str> {
         .as_object()
         .map(|p| p.keys().map(String::as_str).collect())
         .unwrap_or_default()
+}
+
+async fn run_embed(args: EmbedArgs) -> Result<()> {
+    use std::io::IsTerminal;
+    let Some(embedder) = args.embedding.build()? else {
+        anyhow::bail!("--embedding-provider none: there is no model to embed with");
+    };
+    let mut client = db::connect(&args.connection.database_url).await?;
+    let started = std::time::Instant::now();
+    let report = backfill::run(
+        &mut client,
+        embedder.as_ref(),
+        args.batch_size,
+        std::io::stderr().is_terminal(),
+    )
+    .await?;
+    if report.embedded == 0 {
+        println!(
+            "{}: all {} products have current vectors of {}",
+            db::describe(&args.connection.database_url),
+            report.products,
+            report.model
+        );
+    } else {
+        println!(
+            "embedded {} of {} products with {} in {:.1}s",
+            report.embedded,
+            report.products,
+            report.model,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    if !backfill::has_index_for(&client, embedder.dimensions()).await? {
+        eprintln!(
+            "note: no HNSW index serves {0}-dimensional vectors, so searches compare every \
+             stored vector; for a large catalogue add one in a migration, e.g. \
+             CREATE INDEX ON retail.product_description_embeddings USING hnsw \
+             ((description_embedding::vector({0})) vector_cosine_ops) \
+             WHERE vector_dims(description_embedding) = {0};",
+            embedder.dimensions()
+        );
+    }
+    Ok(())
 }
 
 async fn run_migrate(args: MigrateArgs) -> Result<()> {

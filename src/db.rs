@@ -67,10 +67,18 @@ pub async fn begin_with<'a>(
     settings: &[(&str, String)],
 ) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
     let tx = client.build_transaction().read_only(true).start().await?;
-    let mut names = vec!["app.current_rls_user_id", "statement_timeout"];
+    // hnsw.iterative_scan: an HNSW index scan goes on past ef_search (40)
+    // candidates until the LIMIT is met, keeping the order exact; without
+    // it a filtered or large LIMIT search would return fewer rows.
+    let mut names = vec![
+        "app.current_rls_user_id",
+        "statement_timeout",
+        "hnsw.iterative_scan",
+    ];
     let mut values = vec![
         caller.to_string(),
         format!("{}ms", statement_timeout.as_millis()),
+        "strict_order".to_owned(),
     ];
     for (name, value) in settings {
         names.push(name);

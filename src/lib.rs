@@ -15,13 +15,16 @@
 //! - [`tools`] — the MCP tools. One per `.sql` file in `queries/`, generated
 //!   at build time by `build.rs` from the catalogue of the `codegen/` crate
 //!   (whose cornucopia functions are type-checked against `migrations/`).
-//! - [`embeddings`] — the seam to embedding models, for tools that search by
-//!   meaning.
+//! - [`embeddings`] — embedding models for tools that search by meaning:
+//!   all-MiniLM-L6-v2 in-process (candle), or any OpenAI-shaped API.
+//! - [`backfill`] — `sqlmcp embed`: missing or stale product vectors, in
+//!   resumable batches.
 //! - [`migrate`] — the refinery migrations in `migrations/`, embedded in the
 //!   binary: schema, row-level-security policies and the application role.
 //! - [`seed`] — deterministic Zava Retail sample data, bulk-loaded with COPY.
 
 pub mod auth;
+pub mod backfill;
 pub mod caller;
 pub mod cli;
 pub mod db;

@@ -65,6 +65,13 @@ pub struct Embed {
     /// A text parameter that receives the embedding model's id, so the query
     /// compares only vectors of that model.
     pub model_param: Option<String>,
+    /// The vector length the query compares; other lengths are refused
+    /// before the query runs.
+    pub dimensions: Option<u32>,
+    /// `schema.table` with the stored vectors and their `model_id`: when the
+    /// query finds nothing, the tool looks there to refuse a model that has
+    /// no stored vectors instead of answering "no match".
+    pub vectors: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -190,4 +197,13 @@ pub fn struct_name(query: &str) -> String {
                 .unwrap_or_default()
         })
         .collect()
+}
+
+/// The statement an embedding tool runs when its query found nothing: are
+/// there stored vectors of the caller's model (`$1`), and of which models?
+pub fn vectors_check_sql(table: &str) -> String {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM {table} WHERE model_id = $1::text) AS known, \
+         (SELECT string_agg(DISTINCT model_id, ', ' ORDER BY model_id) FROM {table}) AS stored"
+    )
 }

@@ -100,6 +100,19 @@ fn generate_in(
         let statement = runtime
             .block_on(client.prepare(&parsed.numbered_sql))
             .map_err(|err| describe_prepare_error(&rel, &text, &parsed, &err))?;
+        for embed in &parsed.embeds {
+            if let Some(table) = &embed.vectors {
+                runtime
+                    .block_on(client.prepare(&catalogue::vectors_check_sql(table)))
+                    .map_err(|err| {
+                        format!(
+                            "{rel}: line {}: vectors={table}: {}; it must name a table with a text column model_id",
+                            embed.line,
+                            pg_message(&err)
+                        )
+                    })?;
+            }
+        }
         queries.push(describe_query(&rel, parsed, &statement)?);
     }
     if queries.is_empty() {
@@ -284,12 +297,21 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
                 }
             }
         }
+        if embed.vectors.is_some() && embed.model_param.is_none() {
+            return Err(fail(
+                embed.line,
+                "vectors=… needs model=<param>: it checks the stored vectors of the caller's model"
+                    .to_owned(),
+            ));
+        }
         hidden.push(&embed.vector_param);
         embeds.push(Embed {
             vector_param: embed.vector_param.clone(),
             text_arg: embed.text_arg.clone(),
             description: embed.description.clone(),
             model_param: embed.model_param.clone(),
+            dimensions: embed.dimensions,
+            vectors: embed.vectors.clone(),
         });
     }
     for directive in &parsed.params {

@@ -8,7 +8,7 @@
 //! --@ title Top products
 //! --@ param limit "How many products to return" default=10 min=1 max=100
 //! --@ param rank_by "Rank by revenue or by units sold" default="revenue" enum=["revenue","units"]
-//! --@ embed query_embedding from query_description "What to look for" model=model_id
+//! --@ embed query_embedding from query_description "What to look for" model=model_id dims=384 vectors=retail.product_description_embeddings
 //! SELECT ...
 //! ```
 
@@ -51,6 +51,10 @@ pub struct EmbedDirective {
     pub text_arg: String,
     pub description: String,
     pub model_param: Option<String>,
+    /// The vector length the query compares (its `::vector(n)` cast).
+    pub dimensions: Option<u32>,
+    /// `schema.table` holding the stored vectors, with a `model_id` column.
+    pub vectors: Option<String>,
 }
 
 #[derive(Debug)]
@@ -312,7 +316,8 @@ fn parse_param(args: &str, line: usize) -> Result<ParamDirective, FileError> {
 }
 
 fn parse_embed(args: &str, line: usize) -> Result<EmbedDirective, FileError> {
-    let usage = "expected `--@ embed <vector param> from <text argument> \"<description>\" [model=<param>]`";
+    let usage = "expected `--@ embed <vector param> from <text argument> \"<description>\" \
+                 [model=<param>] [dims=<n>] [vectors=<schema>.<table>]`";
     let mut words = args.split_whitespace();
     let (Some(vector_param), Some("from"), Some(text_arg)) =
         (words.next(), words.next(), words.next())
@@ -325,13 +330,25 @@ fn parse_embed(args: &str, line: usize) -> Result<EmbedDirective, FileError> {
     let after_arg = &args[args.find(text_arg).expect("word of args") + text_arg.len()..];
     let (description, rest) = leading_string(after_arg, line, &format!("embed {vector_param}"))?;
     let mut model_param = None;
+    let mut dimensions = None;
+    let mut vectors = None;
     for (key, value) in key_values(&rest, line)? {
         match (key.as_str(), value) {
             ("model", Value::String(param)) if is_identifier(&param) => model_param = Some(param),
+            ("dims", Value::Number(n)) if n.as_u64().is_some_and(|n| (1..=16_000).contains(&n)) => {
+                dimensions = n.as_u64().map(|n| n as u32);
+            }
+            ("vectors", Value::String(table))
+                if table
+                    .split_once('.')
+                    .is_some_and(|(schema, name)| is_identifier(schema) && is_identifier(name)) =>
+            {
+                vectors = Some(table);
+            }
             _ => {
                 return error(
                     line,
-                    format!("embed {vector_param}: unknown `{key}=…`; {usage}"),
+                    format!("embed {vector_param}: `{key}=…` is unknown or invalid; {usage}"),
                 );
             }
         }
@@ -342,6 +359,8 @@ fn parse_embed(args: &str, line: usize) -> Result<EmbedDirective, FileError> {
         text_arg: text_arg.to_owned(),
         description,
         model_param,
+        dimensions,
+        vectors,
     })
 }
 

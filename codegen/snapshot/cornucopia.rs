@@ -1364,7 +1364,7 @@ pub struct SemanticSearchProductsStmt(&'static str, Option<tokio_postgres::State
 /// similarity in percent.
 pub fn semantic_search_products() -> SemanticSearchProductsStmt {
     SemanticSearchProductsStmt(
-        "SELECT p.product_id, p.sku, p.product_name, c.category_name, p.base_price, p.product_description, round((100 * (1 - (e.description_embedding <=> $1::real[]::vector)))::numeric, 2)::float8 AS similarity_percent FROM retail.product_description_embeddings e JOIN retail.products p ON p.product_id = e.product_id JOIN retail.categories c ON c.category_id = p.category_id WHERE e.model_id = $2 AND 100 * (1 - (e.description_embedding <=> $1::real[]::vector)) >= $3::float8 ORDER BY e.description_embedding <=> $1::real[]::vector LIMIT $4",
+        "SELECT p.product_id, p.sku, p.product_name, c.category_name, p.base_price, p.product_description, round((100 * (1 - (e.description_embedding::vector(384) <=> $1::real[]::vector(384))))::numeric, 2)::float8 AS similarity_percent FROM retail.product_description_embeddings e JOIN retail.products p ON p.product_id = e.product_id JOIN retail.categories c ON c.category_id = p.category_id WHERE e.model_id = $2 AND vector_dims(e.description_embedding) = 384 AND 100 * (1 - (e.description_embedding::vector(384) <=> $1::real[]::vector(384))) >= $3::float8 ORDER BY e.description_embedding::vector(384) <=> $1::real[]::vector(384) LIMIT $4",
         None,
     )
 }

@@ -59,6 +59,19 @@ impl Handler {
         name: &str,
         arguments: Value,
     ) -> Result<tools::ToolOutput, ToolError> {
+        let context = ToolContext {
+            embedder: self.state.embedder.as_deref(),
+            schemas: Some(&self.state.schemas),
+            sql_catalogue: Some(&self.state.sql_catalogue),
+            raw_sql_limits: self.state.raw_sql,
+            max_rows: self.state.max_rows,
+            statement_timeout: self.state.statement_timeout,
+        };
+        // Validation and embedding first: no connection is held meanwhile.
+        let prepared = tools::prepare(name, arguments, &context).await?;
+        if let tools::Prepared::Done(output) = prepared {
+            return Ok(output);
+        }
         let mut connection = match self.state.pool.get().await {
             Ok(connection) => connection,
             Err(deadpool_postgres::PoolError::Timeout(_)) => {
@@ -74,15 +87,7 @@ impl Handler {
                 ));
             }
         };
-        let context = ToolContext {
-            embedder: None,
-            schemas: Some(&self.state.schemas),
-            sql_catalogue: Some(&self.state.sql_catalogue),
-            raw_sql_limits: self.state.raw_sql,
-            max_rows: self.state.max_rows,
-            statement_timeout: self.state.statement_timeout,
-        };
-        tools::call(&mut connection, caller, name, arguments, &context).await
+        tools::execute(&mut connection, caller, prepared, &context).await
     }
 }
 

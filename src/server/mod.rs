@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
 use crate::caller::CallerId;
+use crate::embeddings::Embedder;
 use crate::{db, migrate};
 
 pub use handler::Handler;
@@ -49,6 +50,9 @@ pub struct Settings {
     pub max_rows: usize,
     /// Bounds of `execute_sales_query`.
     pub raw_sql: crate::tools::raw_sql::Limits,
+    /// Embeds the text of tools that search by meaning; `None`: they say
+    /// that no model is configured.
+    pub embedder: Option<Arc<dyn Embedder>>,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_deadline: Duration,
 }
@@ -65,6 +69,7 @@ pub struct State {
     pub tools: Arc<Vec<rmcp::model::Tool>>,
     pub sql_catalogue: crate::tools::raw_sql::CatalogueCache,
     pub raw_sql: crate::tools::raw_sql::Limits,
+    pub embedder: Option<Arc<dyn Embedder>>,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -98,6 +103,13 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         bail!("refusing to serve: {status}");
     }
     drop(client);
+    if let Some(embedder) = settings.embedder.clone() {
+        // Load the model while the server already answers; the first call
+        // that needs it waits for this same load.
+        tokio::spawn(async move {
+            let _ = embedder.warm_up().await;
+        });
+    }
     Ok(Arc::new(State {
         pool,
         default_caller: settings.default_caller,
@@ -108,6 +120,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         tools: Arc::new(handler::catalogue()),
         sql_catalogue: Default::default(),
         raw_sql: settings.raw_sql,
+        embedder: settings.embedder.clone(),
     }))
 }
 

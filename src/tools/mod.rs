@@ -134,6 +134,13 @@ pub struct ToolOutput {
     pub structured: Value,
 }
 
+impl ToolOutput {
+    /// A row result with no rows.
+    pub fn is_empty(&self) -> bool {
+        self.structured["row_count"] == 0
+    }
+}
+
 /// What a tool call may use besides the database.
 pub struct ToolContext<'a> {
     pub embedder: Option<&'a dyn Embedder>,
@@ -170,15 +177,76 @@ impl Default for ToolContext<'_> {
     }
 }
 
-/// A call whose arguments are valid, before it opens its transaction.
-enum Request {
-    Curated(CuratedCall),
+/// A call whose arguments are valid and whose texts are embedded: all that
+/// needs no database is done.
+pub enum Prepared {
+    /// Answered without the database.
+    Done(ToolOutput),
+    RawSql(raw_sql::Args),
+    Curated(curated::ReadyCall),
     Schemas(table_schemas::Args),
 }
 
-/// Calls a tool as `caller`: arguments are parsed and validated before any
-/// SQL runs; the query runs in one read-only transaction with the caller's
-/// identity set for that transaction only.
+/// Parses and validates the arguments of tool `name` and embeds its texts,
+/// before any database connection is taken.
+pub async fn prepare(
+    name: &str,
+    arguments: Value,
+    context: &ToolContext<'_>,
+) -> Result<Prepared, ToolError> {
+    Ok(match name {
+        current_date::NAME => {
+            support::parse_arguments::<current_date::Args>(arguments)?;
+            Prepared::Done(current_date::call())
+        }
+        raw_sql::NAME => Prepared::RawSql(raw_sql::Args::parse(arguments)?),
+        table_schemas::NAME => Prepared::Schemas(table_schemas::Args::parse(arguments)?),
+        _ => Prepared::Curated(
+            CuratedCall::parse(name, arguments)
+                .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??
+                .prepare(context)
+                .await?,
+        ),
+    })
+}
+
+/// The calls that run in a transaction of `begin_as`.
+enum InTransaction {
+    Curated(curated::ReadyCall),
+    Schemas(table_schemas::Args),
+}
+
+/// Runs a prepared call as `caller`, in one read-only transaction with the
+/// caller's identity set for that transaction only.
+pub async fn execute(
+    client: &mut Client,
+    caller: &CallerId,
+    prepared: Prepared,
+    context: &ToolContext<'_>,
+) -> Result<ToolOutput, ToolError> {
+    let request = match prepared {
+        Prepared::Done(output) => return Ok(output),
+        // raw SQL runs in a transaction of its own, always rolled back
+        Prepared::RawSql(args) => {
+            let fresh = raw_sql::CatalogueCache::default();
+            let cache = context.sql_catalogue.unwrap_or(&fresh);
+            return raw_sql::call(client, caller, cache, context.raw_sql_limits, args).await;
+        }
+        Prepared::Curated(call) => InTransaction::Curated(call),
+        Prepared::Schemas(args) => InTransaction::Schemas(args),
+    };
+    let tx = db::begin_as(client, caller, context.statement_timeout)
+        .await
+        .map_err(ToolError::from_database)?;
+    let output = match request {
+        InTransaction::Curated(call) => call.run(&tx, context).await?,
+        InTransaction::Schemas(args) => table_schemas::call(&tx, context.schemas, args).await?,
+    };
+    tx.commit().await.map_err(ToolError::from_database)?;
+    Ok(output)
+}
+
+/// [`prepare`], then [`execute`].
 pub async fn call(
     client: &mut Client,
     caller: &CallerId,
@@ -186,31 +254,6 @@ pub async fn call(
     arguments: Value,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
-    let request = match name {
-        current_date::NAME => {
-            support::parse_arguments::<current_date::Args>(arguments)?;
-            return Ok(current_date::call());
-        }
-        // raw SQL runs in a transaction of its own, always rolled back
-        raw_sql::NAME => {
-            let args = raw_sql::Args::parse(arguments)?;
-            let fresh = raw_sql::CatalogueCache::default();
-            let cache = context.sql_catalogue.unwrap_or(&fresh);
-            return raw_sql::call(client, caller, cache, context.raw_sql_limits, args).await;
-        }
-        table_schemas::NAME => Request::Schemas(table_schemas::Args::parse(arguments)?),
-        _ => Request::Curated(
-            CuratedCall::parse(name, arguments)
-                .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??,
-        ),
-    };
-    let tx = db::begin_as(client, caller, context.statement_timeout)
-        .await
-        .map_err(ToolError::from_database)?;
-    let output = match request {
-        Request::Curated(call) => call.run(&tx, context).await?,
-        Request::Schemas(args) => table_schemas::call(&tx, context.schemas, args).await?,
-    };
-    tx.commit().await.map_err(ToolError::from_database)?;
-    Ok(output)
+    let prepared = prepare(name, arguments, context).await?;
+    execute(client, caller, prepared, context).await
 }

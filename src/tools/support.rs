@@ -122,11 +122,69 @@ pub fn check_not_blank(argument: &str, value: &str) -> Result<(), ToolError> {
     Ok(())
 }
 
-pub async fn embed(embedder: &dyn Embedder, text: &str) -> Result<Vec<f32>, ToolError> {
-    embedder
+/// The vector of `text` (the argument `argument` of tool `tool`), checked to
+/// have the length the query compares, when it declares one.
+pub async fn embed(
+    embedder: &dyn Embedder,
+    tool: &str,
+    argument: &str,
+    text: &str,
+    dimensions: Option<usize>,
+) -> Result<Vec<f32>, ToolError> {
+    let mismatch = |made: usize, expected: usize| {
+        ToolError::Unavailable(format!(
+            "{tool} compares {expected}-dimensional vectors, but the embedding model {} makes \
+             {made}-dimensional ones; configure a {expected}-dimensional model (e.g. \
+             --embedding-dimensions {expected} --embedding-request-dimensions for OpenAI's \
+             text-embedding-3 models)",
+            embedder.model_id()
+        ))
+    };
+    if let Some(expected) = dimensions
+        && embedder.dimensions() != expected
+    {
+        return Err(mismatch(embedder.dimensions(), expected));
+    }
+    let vector = embedder
         .embed(text)
         .await
-        .map_err(|err| ToolError::Embedding(format!("{err:#}")))
+        .map_err(|err| ToolError::Embedding(format!("{argument}: {err:#}")))?;
+    if let Some(expected) = dimensions
+        && vector.len() != expected
+    {
+        return Err(mismatch(vector.len(), expected));
+    }
+    Ok(vector)
+}
+
+/// After an embedding query found nothing: refuses when no stored vector
+/// was made by the caller's model, since an empty answer would then say
+/// nothing about the catalogue. `sql` is `vectors_check_sql` of the table.
+pub async fn check_stored_vectors(
+    client: &impl sqlmcp_codegen::client::GenericClient,
+    sql: &str,
+    table: &str,
+    model: &str,
+) -> Result<(), ToolError> {
+    let row = client
+        .query_one(sql, &[&model])
+        .await
+        .map_err(ToolError::from_database)?;
+    let known: bool = row.get(0);
+    if known {
+        return Ok(());
+    }
+    let stored: Option<String> = row.get(1);
+    Err(ToolError::Unavailable(match stored {
+        Some(stored) => format!(
+            "{table} holds no vectors of the embedding model {model}, only of: {stored}; \
+             vectors of different models cannot be compared. Run `sqlmcp embed` with this \
+             server's embedding settings, or configure the server with the stored model"
+        ),
+        None => format!(
+            "{table} holds no vectors yet; run `sqlmcp embed` with this server's embedding settings"
+        ),
+    }))
 }
 
 /// Reads at most `max_rows` rows from the stream (one more tells whether

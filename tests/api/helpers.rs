@@ -4,8 +4,12 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
+use std::sync::{Arc, LazyLock};
+
 use rand::Rng;
-use sqlmcp::{db, migrate, seed};
+use sqlmcp::embeddings::local::LocalEmbedder;
+use sqlmcp::embeddings::{Embedder, Settings};
+use sqlmcp::{backfill, db, migrate, seed};
 use tokio_postgres::{Client, Config};
 
 pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
@@ -46,6 +50,24 @@ pub async fn connect(config: &Config) -> Client {
         .unwrap_or_else(|err| panic!("{err:#}\n{HOW_TO_START}"))
 }
 
+/// The local model, loaded once for all tests of this binary.
+pub fn local_embedder() -> Arc<dyn Embedder> {
+    static MODEL: LazyLock<Arc<LocalEmbedder>> = LazyLock::new(|| {
+        let dir = model_dir();
+        Arc::new(LocalEmbedder::open(&dir).unwrap_or_else(|err| {
+            panic!("{err:#}\n(scripts/test fetches the model before it runs the tests)")
+        }))
+    });
+    MODEL.clone()
+}
+
+/// Where the tests find the local model: SQLMCP_MODEL_DIR or the default.
+pub fn model_dir() -> std::path::PathBuf {
+    std::env::var_os("SQLMCP_MODEL_DIR")
+        .map(Into::into)
+        .unwrap_or_else(Settings::default_model_dir)
+}
+
 /// Identifies the template by everything that shapes its content, so that a
 /// changed migration or generator gets a fresh template.
 fn template_name() -> String {
@@ -57,6 +79,8 @@ fn template_name() -> String {
     include_str!("../../src/seed/catalogue.tsv").hash(&mut hasher);
     include_str!("../../src/seed/generate.rs").hash(&mut hasher);
     include_str!("../../src/seed/mod.rs").hash(&mut hasher);
+    include_str!("../../src/backfill.rs").hash(&mut hasher);
+    include_str!("../../src/embeddings/local.rs").hash(&mut hasher);
     format!("sqlmcp_tpl_{:016x}", hasher.finish())
 }
 
@@ -71,7 +95,8 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    /// A migrated database seeded at tiny scale with the default seed.
+    /// A migrated database seeded at tiny scale with the default seed, every
+    /// product embedded with the local model.
     pub async fn seeded() -> TestDb {
         let template = ensure_template().await;
         TestDb::create(&format!("TEMPLATE {template}")).await
@@ -235,6 +260,9 @@ async fn ensure_template() -> String {
             seed::seed(&mut owner, options)
                 .await
                 .expect("seed template");
+            backfill::run(&mut owner, local_embedder().as_ref(), 32, false)
+                .await
+                .expect("embed the template's products");
         }
         // Renaming waits for nothing: the builder's connection is closed, but
         // the server may take a moment to notice.

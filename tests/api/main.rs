@@ -2,11 +2,13 @@
 //! binary so that they share one build. See `helpers` for the databases.
 
 mod codegen;
+mod embeddings;
 mod golden;
 mod helpers;
 mod migrations;
 mod raw_sql;
 mod rls;
 mod seed;
+mod semantic;
 mod server;
 mod tools;

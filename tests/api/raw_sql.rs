@@ -549,7 +549,9 @@ const LEGITIMATE: &[&str] = &[
     "SELECT c.category_name, string_agg(t.type_name, ', ' ORDER BY t.type_name) FROM retail.product_types t JOIN retail.categories c USING (category_id) GROUP BY c.category_name",
     "SELECT DISTINCT ON (store_id) store_id, order_date FROM retail.orders ORDER BY store_id, order_date DESC",
     "SELECT d::date AS day FROM generate_series('2024-01-01'::date, '2024-01-31'::date, interval '1 day') AS d",
-    "SELECT product_id FROM retail.product_description_embeddings ORDER BY description_embedding <=> '[1,0,0]' LIMIT 1",
+    "SELECT e2.product_id FROM retail.product_description_embeddings e1 \
+     JOIN retail.product_description_embeddings e2 ON e2.model_id = e1.model_id \
+     WHERE e1.product_id = 1 ORDER BY e2.description_embedding <=> e1.description_embedding LIMIT 3",
     "SELECT percentile_disc(0.9) WITHIN GROUP (ORDER BY quantity), ntile(4) OVER () FROM retail.order_items GROUP BY quantity LIMIT 3",
     "EXPLAIN SELECT * FROM retail.orders WHERE order_date > '2024-01-01'",
     "EXPLAIN (FORMAT JSON) SELECT count(*) FROM retail.order_items",

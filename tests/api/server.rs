@@ -19,7 +19,7 @@ use sqlmcp::caller::CallerId;
 use sqlmcp::server::{Application, Settings};
 use tokio::sync::oneshot;
 
-use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb};
+use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb, local_embedder};
 
 const JWT_SECRET: &str = "a test secret that is long enough for HS256";
 
@@ -53,6 +53,7 @@ fn settings(db: &TestDb) -> Settings {
         max_rows: 1_000,
         raw_sql: Default::default(),
         shutdown_deadline: Duration::from_secs(5),
+        embedder: Some(local_embedder()),
     }
 }
 
@@ -168,7 +169,9 @@ async fn lists_and_calls_every_tool_with_structured_results_under_each_protocol_
                 "execute_sales_query" => {
                     json!({"postgresql_query": "SELECT count(*) FROM retail.orders"})
                 }
-                "semantic_search_products" => continue, // needs an embedding model: see below
+                "semantic_search_products" => {
+                    json!({"query_description": "something to cut copper pipe"})
+                }
                 _ => json!({}),
             };
             let result = call(&client, &tool.name, arguments).await;
@@ -198,17 +201,40 @@ async fn lists_and_calls_every_tool_with_structured_results_under_each_protocol_
         let search = call(
             &client,
             "semantic_search_products",
-            json!({"query_description": "a drill"}),
+            json!({"query_description": "something to cut copper pipe", "max_rows": 3}),
         )
         .await;
-        assert_eq!(search.is_error, Some(true));
-        assert!(
-            text(&search).contains("needs an embedding model"),
-            "{}",
-            text(&search)
+        let structured = search.structured_content.unwrap();
+        assert_eq!(
+            structured["embedding_model"],
+            "sentence-transformers/all-MiniLM-L6-v2"
+        );
+        assert_eq!(
+            structured["rows"][0]["sku"], "PLB-TLS-1001",
+            "{structured:#}"
         );
         client.cancel().await.unwrap();
     }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn without_an_embedding_model_semantic_search_says_so() {
+    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.embedder = None).await;
+    let client = as_caller(&app, SEATTLE).await;
+    let search = call(
+        &client,
+        "semantic_search_products",
+        json!({"query_description": "a drill"}),
+    )
+    .await;
+    assert_eq!(search.is_error, Some(true));
+    assert!(
+        text(&search).contains("needs an embedding model"),
+        "{}",
+        text(&search)
+    );
+    client.cancel().await.unwrap();
     app.stop().await.unwrap();
 }
 
@@ -692,6 +718,8 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
             "json",
             "--caller",
             REDMOND,
+            "--model-dir",
+            crate::helpers::model_dir().to_str().unwrap(),
             "--database-url",
             &crate::helpers::url_of(&db.app_config()),
         ])

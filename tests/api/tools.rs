@@ -274,22 +274,58 @@ async fn product_details_by_sku_or_name_fragment() {
     assert_eq!(actual(&by_name, &["product_name"]), names);
 }
 
-/// Maps a few words to fixed 4-dimensional vectors, so the search query can
-/// be checked against hand-computed cosine similarities.
-struct KeywordEmbedder;
+/// Maps a few words to fixed vectors, so the search query can be checked
+/// against hand-computed cosine similarities.
+struct KeywordEmbedder {
+    model: &'static str,
+    dimensions: usize,
+}
+
+impl KeywordEmbedder {
+    const MODEL: &'static str = "test-keywords";
+
+    fn new() -> KeywordEmbedder {
+        KeywordEmbedder {
+            model: Self::MODEL,
+            dimensions: 384,
+        }
+    }
+}
+
+/// A 384-dimensional vector whose first components are `head`.
+fn vector(head: &[f32]) -> Vec<f32> {
+    let mut v = head.to_vec();
+    v.resize(384, 0.0);
+    v
+}
+
+fn literal(v: &[f32]) -> String {
+    let items: Vec<String> = v.iter().map(f32::to_string).collect();
+    format!("[{}]", items.join(","))
+}
 
 impl Embedder for KeywordEmbedder {
     fn model_id(&self) -> &str {
-        "test-keywords-4"
+        self.model
     }
 
-    fn embed<'a>(&'a self, text: &'a str) -> BoxFuture<'a, anyhow::Result<Vec<f32>>> {
+    fn dimensions(&self) -> usize {
+        self.dimensions
+    }
+
+    fn embed_batch<'a>(
+        &'a self,
+        texts: &'a [String],
+    ) -> BoxFuture<'a, anyhow::Result<Vec<Vec<f32>>>> {
         Box::pin(async move {
-            match text {
-                "drill" => Ok(vec![1.0, 0.0, 0.0, 0.0]),
-                "fail" => anyhow::bail!("the provider is down"),
-                _ => Ok(vec![0.0, 0.0, 0.0, 1.0]),
-            }
+            texts
+                .iter()
+                .map(|text| match text.as_str() {
+                    "drill" => Ok(vector(&[1.0])),
+                    "fail" => anyhow::bail!("the provider is down"),
+                    _ => Ok(vector(&[0.0, 0.0, 0.0, 1.0])),
+                })
+                .collect()
         })
     }
 }
@@ -297,17 +333,26 @@ impl Embedder for KeywordEmbedder {
 #[tokio::test]
 async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
     let db = TestDb::seeded().await;
-    db.owner()
-        .await
-        .batch_execute(
-            "INSERT INTO retail.product_description_embeddings (product_id, model_id, description_embedding, description_hash) VALUES \
-             (1, 'test-keywords-4', '[1,0,0,0]', 'h'), (2, 'test-keywords-4', '[0.8,0.6,0,0]', 'h'), \
-             (3, 'test-keywords-4', '[0.5,0,0.866,0]', 'h'), (4, 'test-keywords-4', '[0,1,0,0]', 'h'), \
-             (5, 'another-model', '[1,0,0,0]', 'h')",
-        )
-        .await
-        .unwrap();
-    let embedder = KeywordEmbedder;
+    let rows = [
+        (1, KeywordEmbedder::MODEL, vector(&[1.0])),
+        (2, KeywordEmbedder::MODEL, vector(&[0.8, 0.6])),
+        (3, KeywordEmbedder::MODEL, vector(&[0.5, 0.0, 0.866])),
+        (4, KeywordEmbedder::MODEL, vector(&[0.0, 1.0])),
+        (5, "another-model", vector(&[1.0])),
+    ];
+    let owner = db.owner().await;
+    for (id, model, v) in rows {
+        owner
+            .execute(
+                "INSERT INTO retail.product_description_embeddings \
+                 (product_id, model_id, description_embedding, description_hash) \
+                 VALUES ($1, $2, $3::text::vector, 'h')",
+                &[&id, &model, &literal(&v)],
+            )
+            .await
+            .unwrap();
+    }
+    let embedder = KeywordEmbedder::new();
     let context = ToolContext {
         embedder: Some(&embedder),
         ..ToolContext::default()
@@ -322,7 +367,7 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
     )
     .await
     .unwrap();
-    assert_eq!(result["embedding_model"], "test-keywords-4");
+    assert_eq!(result["embedding_model"], KeywordEmbedder::MODEL);
     assert_eq!(
         actual(&result, &["product_id", "similarity_percent"]),
         [["1", "100.0"], ["2", "80.0"], ["3", "50.0"]]
@@ -334,6 +379,69 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
         .unwrap();
     assert_eq!(actual(&result, &["product_id"]), [["1"]]);
 
+    // nothing similar enough: an empty answer, since this model has vectors
+    let result = call_with(
+        &db,
+        SEATTLE,
+        "semantic_search_products",
+        json!({"query_description": "unrelated"}),
+        &context,
+    )
+    .await
+    .unwrap();
+    assert_eq!(result["row_count"], 0);
+
+    // a model without stored vectors is refused, naming the stored ones
+    let other = KeywordEmbedder {
+        model: "text-embedding-3-small@384",
+        dimensions: 384,
+    };
+    let err = call_with(
+        &db,
+        SEATTLE,
+        "semantic_search_products",
+        json!({"query_description": "drill"}),
+        &ToolContext {
+            embedder: Some(&other),
+            ..ToolContext::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("no vectors of the embedding model text-embedding-3-small@384")
+            && message.contains("another-model")
+            && message.contains(KeywordEmbedder::MODEL)
+            && message.contains("sqlmcp embed"),
+        "{message}"
+    );
+
+    // a model of another length is refused before any SQL runs
+    let longer = KeywordEmbedder {
+        model: "text-embedding-3-small",
+        dimensions: 1536,
+    };
+    let err = call_with(
+        &db,
+        SEATTLE,
+        "semantic_search_products",
+        json!({"query_description": "drill"}),
+        &ToolContext {
+            embedder: Some(&longer),
+            ..ToolContext::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "semantic_search_products compares 384-dimensional vectors, but the embedding model \
+             text-embedding-3-small makes 1536-dimensional ones"
+        ),
+        "{err}"
+    );
+
     let err = call_with(
         &db,
         SEATTLE,
@@ -344,7 +452,7 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
     .await
     .unwrap_err();
     assert!(
-        matches!(&err, ToolError::Embedding(m) if m.contains("the provider is down")),
+        matches!(&err, ToolError::Embedding(m) if m.contains("query_description: the provider is down")),
         "{err}"
     );
 

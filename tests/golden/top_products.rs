@@ -120,9 +120,23 @@ impl Args {
     }
 }
 
+/// The arguments, with every `--@ embed` text turned into its vector.
+#[derive(Debug)]
+pub struct Ready {
+    args: Args,
+}
+
+/// Embeds the text arguments (no database needed).
+pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {
+    let _ = context;
+    Ok(Ready { args })
+}
+
 /// Runs the query with validated arguments.
-pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, args: Args, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
+pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
+    let Ready { args } = ready;
     let statement = query::top_products();
     let rows = sqlmcp_codegen::client::Params::params(&statement, client, &query::TopProductsParams { start_date: args.start_date, end_date: args.end_date, category: args.category, store_id: args.store_id, rank_by: args.rank_by, limit: args.limit }).iter().await.map_err(ToolError::from_database)?;
-    collect_rows(rows, serde_json::to_value, context.max_rows, None).await
+    let output = collect_rows(rows, serde_json::to_value, context.max_rows, None).await?;
+    Ok(output)
 }
