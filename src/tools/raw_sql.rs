@@ -109,7 +109,9 @@ impl CatalogueCache {
     }
 }
 
-async fn load_catalogue(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
+/// Reads what the policy needs to know from the catalogue: functions and
+/// their volatility, and the readable relations.
+pub async fn load_catalogue(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
     let db = ToolError::from_database;
     let mut catalogue = Catalogue::default();
     for row in client

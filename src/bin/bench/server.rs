@@ -1,0 +1,441 @@
+//! The server against the database's own ceiling.
+//!
+//! For every workload and concurrency, two runs of the same length:
+//! - **server**: a release `sqlmcp serve` driven over Streamable HTTP;
+//! - **ceiling**: the very same SQL with the same per-call transaction
+//!   (read-only; identity, `statement_timeout`, `hnsw.iterative_scan` and
+//!   `plan_cache_mode` set transaction-locally in one statement; then the
+//!   query; then COMMIT, or
+//!   ROLLBACK for raw SQL), run directly through a tokio-postgres pool of the
+//!   server's size, with statements prepared once per connection. Semantic
+//!   search embeds its text with the same local model in both.
+//!
+//! The ratio server/ceiling of calls per second says what MCP, HTTP,
+//! validation and JSON cost on top of the SQL.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+use sqlmcp::embeddings::local::{LocalEmbedder, MODEL_ID};
+use sqlmcp::embeddings::{Embedder, Settings};
+use sqlmcp_codegen::queries;
+
+use crate::harness::{CpuTimes, McpClient, Server, machine, round, run_for, write_json};
+use crate::{CALLERS, QUERIES};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The application role's URL of the full-scale seeded, embedded database.
+    #[arg(long, env = "SQLMCP_APP_DATABASE_URL", hide_env_values = true)]
+    app_database_url: String,
+    /// The local model's folder [default: as the server's].
+    #[arg(long, env = "SQLMCP_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Concurrent clients, one row each.
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
+    clients: Vec<usize>,
+    /// Seconds per run (each row runs the server, then the ceiling).
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Database connections of the server, and of the ceiling's pool.
+    #[arg(long, default_value_t = 16)]
+    pool_size: usize,
+    /// Only these workloads (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Seconds of the mixed run that checks memory growth (0: skip).
+    #[arg(long, default_value_t = 0)]
+    soak_seconds: u64,
+    /// Extra arguments for `sqlmcp serve`, e.g. --serve-arg=--max-rows=100.
+    #[arg(long = "serve-arg", allow_hyphen_values = true)]
+    serve_args: Vec<String>,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// A fixed analytic question for `execute_sales_query`.
+const SALES_QUERY: &str = "SELECT c.category_name, sum(oi.total_amount) AS revenue, \
+     count(DISTINCT oi.order_id) AS orders \
+     FROM retail.order_items oi \
+     JOIN retail.orders o ON o.order_id = oi.order_id \
+     JOIN retail.products p ON p.product_id = oi.product_id \
+     JOIN retail.categories c ON c.category_id = p.category_id \
+     WHERE o.order_date >= DATE '2025-10-01' \
+     GROUP BY c.category_name ORDER BY revenue DESC";
+
+const SKUS: &[&str] = &[
+    "PWR-DRL-1001",
+    "PLB-TLS-1001",
+    "ELE-TST-1001",
+    "GRD-HOS-1006",
+    "SAF-FIR-1002",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Workload {
+    TopProducts,
+    RevenueByMonth,
+    ProductDetails,
+    SalesQuery,
+    SemanticSearch,
+    /// The five above in turn.
+    Mix,
+}
+
+const WORKLOADS: [Workload; 6] = [
+    Workload::TopProducts,
+    Workload::RevenueByMonth,
+    Workload::ProductDetails,
+    Workload::SalesQuery,
+    Workload::SemanticSearch,
+    Workload::Mix,
+];
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::TopProducts => "top_products",
+            Workload::RevenueByMonth => "revenue_by_month",
+            Workload::ProductDetails => "product_details",
+            Workload::SalesQuery => "execute_sales_query",
+            Workload::SemanticSearch => "semantic_search_products",
+            Workload::Mix => "mix",
+        }
+    }
+
+    /// The workload and caller of call `n`: identities rotate; the mix
+    /// rotates tools too.
+    fn pick(self, n: usize) -> (Workload, &'static str) {
+        match self {
+            Workload::Mix => (WORKLOADS[n % 5], CALLERS[(n / 5) % CALLERS.len()]),
+            other => (other, CALLERS[n % CALLERS.len()]),
+        }
+    }
+
+    fn arguments(self, n: usize) -> Value {
+        match self {
+            Workload::TopProducts => {
+                json!({"start_date": "2025-10-01", "end_date": "2025-12-31", "limit": 10})
+            }
+            Workload::RevenueByMonth => {
+                json!({"start_date": "2025-01-01", "end_date": "2025-12-31"})
+            }
+            Workload::ProductDetails => json!({"sku": SKUS[n % SKUS.len()]}),
+            Workload::SalesQuery => json!({"postgresql_query": SALES_QUERY}),
+            Workload::SemanticSearch => {
+                json!({"query_description": QUERIES[n % QUERIES.len()], "max_rows": 10})
+            }
+            Workload::Mix => unreachable!("a mix picks one of the others"),
+        }
+    }
+}
+
+/// The ceiling's per-call work: the workload's SQL, directly.
+struct Ceiling {
+    pool: deadpool_postgres::Pool,
+    model: Arc<LocalEmbedder>,
+}
+
+impl Ceiling {
+    async fn call(&self, workload: Workload, caller: &str, n: usize) -> Result<()> {
+        // embedding needs no connection, as in the server
+        let embedding = match workload {
+            Workload::SemanticSearch => Some(self.model.embed(QUERIES[n % QUERIES.len()]).await?),
+            _ => None,
+        };
+        let client = self.pool.get().await?;
+        let raw = workload == Workload::SalesQuery;
+        let mut settings = format!(
+            "BEGIN READ ONLY; SELECT set_config('app.current_rls_user_id', '{caller}', true), \
+             set_config('statement_timeout', '30000ms', true), \
+             set_config('hnsw.iterative_scan', 'strict_order', true), \
+             set_config('plan_cache_mode', 'force_custom_plan', true)"
+        );
+        if raw {
+            settings.push_str(
+                ", set_config('statement_timeout', '5000ms', true), \
+                 set_config('lock_timeout', '1000ms', true), \
+                 set_config('idle_in_transaction_session_timeout', '10000ms', true), \
+                 set_config('search_path', 'retail, public', true)",
+            );
+        }
+        client.batch_execute(&settings).await?;
+        let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+        match workload {
+            Workload::TopProducts => {
+                queries::top_products::top_products()
+                    .bind(
+                        &client,
+                        &date("2025-10-01"),
+                        &date("2025-12-31"),
+                        &None::<&str>,
+                        &None,
+                        &"revenue",
+                        &10,
+                    )
+                    .all()
+                    .await?;
+            }
+            Workload::RevenueByMonth => {
+                queries::revenue_by_month::revenue_by_month()
+                    .bind(
+                        &client,
+                        &date("2025-01-01"),
+                        &date("2025-12-31"),
+                        &None,
+                        &None::<&str>,
+                    )
+                    .all()
+                    .await?;
+            }
+            Workload::ProductDetails => {
+                queries::product_details::product_details()
+                    .bind(&client, &Some(SKUS[n % SKUS.len()]), &None::<&str>, &20)
+                    .all()
+                    .await?;
+            }
+            Workload::SalesQuery => {
+                let statement = client.prepare_cached(SALES_QUERY).await?;
+                client.query(&statement, &[]).await?;
+            }
+            Workload::SemanticSearch => {
+                queries::semantic_search_products::semantic_search_products()
+                    .bind(
+                        &client,
+                        &embedding.unwrap_or_default(),
+                        &MODEL_ID,
+                        &30.0,
+                        &10,
+                    )
+                    .all()
+                    .await?;
+            }
+            Workload::Mix => unreachable!("a mix picks one of the others"),
+        }
+        client
+            .batch_execute(if raw { "ROLLBACK" } else { "COMMIT" })
+            .await?;
+        Ok(())
+    }
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let model_dir = args
+        .model_dir
+        .clone()
+        .unwrap_or_else(Settings::default_model_dir);
+    let model_dir_arg = model_dir.to_string_lossy().into_owned();
+    let pool_size = args.pool_size.to_string();
+    let mut serve_args: Vec<&str> = vec!["--pool-size", &pool_size];
+    serve_args.extend(args.serve_args.iter().map(String::as_str));
+    let mut report =
+        json!({"machine": machine(), "seconds_per_run": args.seconds, "pool_size": args.pool_size});
+
+    // start-up and idle memory, without the model
+    let mut starts = Vec::new();
+    let mut idle_rss = Vec::new();
+    for _ in 0..5 {
+        let mut bare = serve_args.clone();
+        bare.extend(["--embedding-provider", "none"]);
+        let server = Server::start(&args.app_database_url, &bare).await?;
+        starts.push(server.ready_after.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        idle_rss.push(server.rss_mb());
+    }
+    starts.sort_by(f64::total_cmp);
+    idle_rss.sort_by(f64::total_cmp);
+    println!(
+        "start to ready, no embedding model: median {:.0} ms (of {:?} ms); idle RSS {:.1} MB",
+        starts[2],
+        starts.iter().map(|s| s.round()).collect::<Vec<_>>(),
+        idle_rss[2]
+    );
+    report["start_to_ready_ms"] = json!({"median": round(starts[2], 1), "runs": starts.iter().map(|s| round(*s, 1)).collect::<Vec<_>>()});
+    report["idle_rss_mb_without_model"] = json!(round(idle_rss[2], 1));
+
+    // the validator of execute_sales_query on its own
+    let (validator_p50_us, validator_p99_us) = time_validator(&args.app_database_url).await?;
+    println!(
+        "execute_sales_query validator alone: p50 {validator_p50_us:.1} µs, p99 {validator_p99_us:.1} µs"
+    );
+    report["validator_us"] =
+        json!({"p50": round(validator_p50_us, 1), "p99": round(validator_p99_us, 1)});
+
+    let mut with_model = serve_args.clone();
+    with_model.extend(["--model-dir", &model_dir_arg]);
+    let server = Server::start(&args.app_database_url, &with_model).await?;
+    let client = McpClient::new(&server.url, 128)?;
+    // the model loads in the background; wait for it with one search
+    client
+        .call(
+            CALLERS[0],
+            "semantic_search_products",
+            &json!({"query_description": "warm up"}),
+        )
+        .await?;
+    let idle_with_model = server.rss_mb();
+    println!("idle RSS with the embedding model loaded: {idle_with_model:.1} MB");
+    report["idle_rss_mb_with_model"] = json!(round(idle_with_model, 1));
+
+    let config =
+        sqlmcp::db::parse_database_url(&args.app_database_url).map_err(anyhow::Error::msg)?;
+    let ceiling = Arc::new(Ceiling {
+        pool: sqlmcp::db::pool(&config, args.pool_size, Duration::from_secs(30))?,
+        model: Arc::new(LocalEmbedder::open(&model_dir)?),
+    });
+    ceiling.model.warm_up().await?;
+
+    println!(
+        "\n{:<26} {:>7} | {:>9} {:>8} {:>8} {:>8} {:>6} | {:>9} {:>8} | {:>6}",
+        "workload",
+        "clients",
+        "calls/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "ceiling/s",
+        "p50 ms",
+        "ratio"
+    );
+    let duration = Duration::from_secs(args.seconds);
+    let mut rows = Vec::new();
+    for workload in WORKLOADS {
+        if !args.only.is_empty() && !args.only.iter().any(|w| w == workload.name()) {
+            continue;
+        }
+        for &clients in &args.clients {
+            let mcp = client.clone();
+            let cpu_before = CpuTimes::now(Some(server.pid()));
+            let mut served = run_for(clients, duration, move |n| {
+                let mcp = mcp.clone();
+                async move {
+                    let (tool, caller) = workload.pick(n);
+                    mcp.call(caller, tool.name(), &tool.arguments(n)).await
+                }
+            })
+            .await?;
+            let cpu_served = CpuTimes::now(Some(server.pid()));
+            let direct = ceiling.clone();
+            let mut baseline = run_for(clients, duration, move |n| {
+                let direct = direct.clone();
+                async move {
+                    let (tool, caller) = workload.pick(n);
+                    direct.call(tool, caller, n).await
+                }
+            })
+            .await?;
+            let cpu_baseline = CpuTimes::now(Some(server.pid()));
+            let ratio = served.rate / baseline.rate;
+            println!(
+                "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8.2} | {:>5.0}%",
+                workload.name(),
+                served.rate,
+                served.latencies.percentile_ms(50.0),
+                served.latencies.percentile_ms(95.0),
+                served.latencies.percentile_ms(99.0),
+                served.errors,
+                baseline.rate,
+                baseline.latencies.percentile_ms(50.0),
+                ratio * 100.0
+            );
+            let (s, c) = (
+                cpu_before.per_call_ms(cpu_served, served.latencies.len()),
+                cpu_served.per_call_ms(cpu_baseline, baseline.latencies.len()),
+            );
+            println!(
+                "{:<26} {:>7}   CPU ms per call: server {} + postgres {} + load generator {} | ceiling: postgres {} + load generator {}",
+                "", "", s["server"], s["postgres"], s["bench"], c["postgres"], c["bench"]
+            );
+            for (who, run) in [("server", &served), ("ceiling", &baseline)] {
+                if let Some(error) = &run.first_error {
+                    println!("    first {who} error: {error}");
+                }
+            }
+            rows.push(json!({
+                "workload": workload.name(),
+                "clients": clients,
+                "server": served.summary(),
+                "ceiling": baseline.summary(),
+                "server_cpu_ms_per_call": s,
+                "ceiling_cpu_ms_per_call": c,
+                "ratio": round(ratio, 3),
+            }));
+        }
+    }
+    report["rows"] = Value::Array(rows);
+    report["peak_rss_mb"] = json!(round(server.peak_rss_mb(), 1));
+    println!("\nserver RSS: peak {:.1} MB", server.peak_rss_mb());
+
+    if args.soak_seconds > 0 {
+        let soak = soak(&client, &server, Duration::from_secs(args.soak_seconds)).await?;
+        report["soak"] = soak;
+    }
+    write_json(args.json.as_deref(), &report)
+}
+
+/// The mix at 16 clients for `duration`, with the server's memory at the
+/// start and the end.
+async fn soak(client: &McpClient, server: &Server, duration: Duration) -> Result<Value> {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    let worker = {
+        let mcp = client.clone();
+        tokio::spawn(run_for(16, duration, move |n| {
+            let mcp = mcp.clone();
+            async move {
+                let (tool, caller) = Workload::Mix.pick(n);
+                mcp.call(caller, tool.name(), &tool.arguments(n)).await
+            }
+        }))
+    };
+    while started.elapsed() < duration {
+        samples.push((started.elapsed().as_secs(), server.rss_mb()));
+        tokio::time::sleep(Duration::from_secs(10)).await;
+    }
+    let mut run = worker.await??;
+    let end = server.rss_mb();
+    // the first sample after the caches have filled
+    let start = samples
+        .iter()
+        .find(|(at, _)| *at >= 10)
+        .map_or(end, |(_, mb)| *mb);
+    println!(
+        "\nmixed run of {:.0} s at 16 clients: {:.1} calls/s, {} errors; RSS {start:.1} MB at 10 s, {end:.1} MB at the end",
+        duration.as_secs_f64(),
+        run.rate,
+        run.errors
+    );
+    Ok(json!({
+        "seconds": duration.as_secs(),
+        "run": run.summary(),
+        "rss_mb_at_10s": round(start, 1),
+        "rss_mb_at_end": round(end, 1),
+        "rss_samples": samples.iter().map(|(at, mb)| json!([at, round(*mb, 1)])).collect::<Vec<_>>(),
+    }))
+}
+
+/// The policy check of [`SALES_QUERY`] alone, against the catalogue.
+async fn time_validator(url: &str) -> Result<(f64, f64)> {
+    let config = sqlmcp::db::parse_database_url(url).map_err(anyhow::Error::msg)?;
+    let client = sqlmcp::db::connect(&config).await?;
+    let catalogue = sqlmcp::tools::raw_sql::load_catalogue(&*client)
+        .await
+        .context("cannot read the catalogue")?;
+    let mut times = crate::harness::Latencies::default();
+    for _ in 0..20_000 {
+        let started = Instant::now();
+        let checked = sqlmcp::sql_policy::check(SALES_QUERY, &catalogue);
+        times.record(started.elapsed());
+        anyhow::ensure!(checked.is_ok(), "the policy refuses the benchmark's query");
+    }
+    // microseconds: Latencies keeps microseconds and reports milliseconds
+    Ok((
+        times.percentile_ms(50.0) * 1e3,
+        times.percentile_ms(99.0) * 1e3,
+    ))
+}
