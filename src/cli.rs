@@ -121,6 +121,10 @@ struct ServeArgs {
     /// Milliseconds one statement may run.
     #[arg(long, env = "SQLMCP_STATEMENT_TIMEOUT_MS", default_value_t = 30_000)]
     statement_timeout_ms: u64,
+    /// Prepare each query once per connection. Set false behind a
+    /// transaction-pooling PgBouncer older than 1.21.
+    #[arg(long, env = "SQLMCP_STATEMENT_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
+    statement_cache: bool,
     /// Rows a result holds at most.
     #[arg(long, env = "SQLMCP_MAX_ROWS", default_value_t = 1_000)]
     max_rows: usize,
@@ -313,6 +317,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         },
         shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
         embedder: args.embedding.build()?,
+        statement_cache: args.statement_cache,
     };
     if args.stdio {
         return server::serve_stdio(settings, caller.or(default_caller)).await;

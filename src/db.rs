@@ -28,72 +28,87 @@ pub fn describe(config: &Config) -> String {
     format!("{user}@{host}:{port}/{dbname}")
 }
 
-/// Opens one connection and drives it on a background task.
-pub async fn connect(config: &Config) -> Result<Client> {
+/// Opens one connection and drives it on a background task. The wrapper
+/// caches prepared statements, as the pool's connections do.
+pub async fn connect(config: &Config) -> Result<deadpool_postgres::ClientWrapper> {
     let (client, connection) = config.connect(NoTls).await.with_context(|| {
         format!(
             "cannot connect to PostgreSQL at {} (is it running? for a local one: scripts/dev-db start)",
             describe(config)
         )
     })?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(err) = connection.await {
             eprintln!("error: PostgreSQL connection closed: {err}");
         }
     });
-    Ok(client)
+    Ok(deadpool_postgres::ClientWrapper::new(client, task))
 }
 
 /// How long one statement of a tool call may run, by default.
 pub const DEFAULT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Opens the read-only transaction a tool call runs in, with the caller's
-/// identity and the statement timeout set for this transaction only
-/// (`set_config(…, true)`), so nothing survives on a pooled connection.
-pub async fn begin_as<'a>(
-    client: &'a mut Client,
+/// The one statement that sets a tool call's settings, transaction-locally
+/// (`set_config(…, true)`), so nothing survives on a pooled connection:
+/// - the caller's identity, which row-level security reads;
+/// - `statement_timeout`;
+/// - `hnsw.iterative_scan`: an HNSW index scan goes on past `ef_search`
+///   candidates until the LIMIT is met, in exact order; without it a
+///   filtered search would return fewer rows than it should;
+/// - `plan_cache_mode`: statements are prepared once per connection, and a
+///   generic plan for the queries' optional filters (`$1 IS NULL OR …`)
+///   would scan what a plan for the actual values skips;
+/// - then `extra`.
+///
+/// The values are literals, so the statement goes as a simple query: one
+/// round trip, which can be pipelined with the query that follows. The
+/// identity is a validated UUID and the other values come from this
+/// program; they are quoted all the same.
+pub fn call_settings(
     caller: &crate::caller::CallerId,
     statement_timeout: std::time::Duration,
-) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
-    begin_with(client, caller, statement_timeout, &[]).await
+    extra: &[(&str, String)],
+) -> String {
+    let fixed = [
+        ("app.current_rls_user_id", caller.to_string()),
+        (
+            "statement_timeout",
+            format!("{}ms", statement_timeout.as_millis()),
+        ),
+        ("hnsw.iterative_scan", "strict_order".to_owned()),
+        ("plan_cache_mode", "force_custom_plan".to_owned()),
+    ];
+    let calls: Vec<String> = fixed
+        .iter()
+        .map(|(name, value)| (*name, value.as_str()))
+        .chain(extra.iter().map(|(name, value)| (*name, value.as_str())))
+        .map(|(name, value)| {
+            format!(
+                "set_config({}, {}, true)",
+                quote_literal(name),
+                quote_literal(value)
+            )
+        })
+        .collect();
+    format!("SELECT {}", calls.join(", "))
 }
 
-/// [`begin_as`] with further transaction-local settings, all set in the same
-/// single statement.
+/// A string literal that reads the same whatever `standard_conforming_strings` is.
+fn quote_literal(value: &str) -> String {
+    format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
+}
+
+/// Opens the read-only transaction a tool call runs in, with the settings
+/// of [`call_settings`] (and `extra`) in place: two round trips.
 pub async fn begin_with<'a>(
     client: &'a mut Client,
     caller: &crate::caller::CallerId,
     statement_timeout: std::time::Duration,
-    settings: &[(&str, String)],
+    extra: &[(&str, String)],
 ) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
     let tx = client.build_transaction().read_only(true).start().await?;
-    // hnsw.iterative_scan: an HNSW index scan goes on past ef_search (40)
-    // candidates until the LIMIT is met, keeping the order exact; without
-    // it a filtered or large LIMIT search would return fewer rows.
-    let mut names = vec![
-        "app.current_rls_user_id",
-        "statement_timeout",
-        "hnsw.iterative_scan",
-    ];
-    let mut values = vec![
-        caller.to_string(),
-        format!("{}ms", statement_timeout.as_millis()),
-        "strict_order".to_owned(),
-    ];
-    for (name, value) in settings {
-        names.push(name);
-        values.push(value.clone());
-    }
-    let sql = (0..names.len())
-        .map(|i| format!("set_config(${}, ${}, true)", 2 * i + 1, 2 * i + 2))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = Vec::new();
-    for (name, value) in names.iter().zip(&values) {
-        params.push(name);
-        params.push(value);
-    }
-    tx.execute(&format!("SELECT {sql}"), &params).await?;
+    tx.batch_execute(&call_settings(caller, statement_timeout, extra))
+        .await?;
     Ok(tx)
 }
 
@@ -177,4 +192,122 @@ pub async fn check_application_role(client: &impl tokio_postgres::GenericClient)
         );
     }
     Ok(())
+}
+
+/// A connection as the generated query functions use it: statements are
+/// prepared once per connection and cached when `cache` is on.
+///
+/// Turn the cache off behind a transaction-pooling PgBouncer older than
+/// 1.21, which cannot carry a prepared statement from one transaction to
+/// the next: each call then prepares its statement inside its transaction.
+pub struct Session<'a> {
+    client: &'a deadpool_postgres::ClientWrapper,
+    cache: bool,
+}
+
+impl<'a> Session<'a> {
+    pub fn new(client: &'a deadpool_postgres::ClientWrapper, cache: bool) -> Session<'a> {
+        Session { client, cache }
+    }
+}
+
+impl sqlmcp_codegen::client::GenericClient for Session<'_> {
+    async fn prepare(
+        &self,
+        query: &str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if self.cache {
+            self.client.prepare_cached(query).await
+        } else {
+            self.client.prepare(query).await
+        }
+    }
+
+    async fn execute<T>(
+        &self,
+        query: &T,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, tokio_postgres::Error>
+    where
+        T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+    {
+        self.client.execute(query, params).await
+    }
+
+    async fn query_one<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<tokio_postgres::Row, tokio_postgres::Error>
+    where
+        T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+    {
+        self.client.query_one(statement, params).await
+    }
+
+    async fn query_opt<T>(
+        &self,
+        statement: &T,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Option<tokio_postgres::Row>, tokio_postgres::Error>
+    where
+        T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+    {
+        self.client.query_opt(statement, params).await
+    }
+
+    async fn query<T>(
+        &self,
+        query: &T,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error>
+    where
+        T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+    {
+        self.client.query(query, params).await
+    }
+
+    async fn query_raw<T, I>(
+        &self,
+        statement: &T,
+        params: I,
+    ) -> Result<tokio_postgres::RowStream, tokio_postgres::Error>
+    where
+        T: ?Sized + tokio_postgres::ToStatement + Sync + Send,
+        I: IntoIterator + Sync + Send,
+        I::IntoIter: ExactSizeIterator,
+        I::Item: tokio_postgres::types::BorrowToSql,
+    {
+        self.client.query_raw(statement, params).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_settings_are_transaction_local_quoted_literals() {
+        let caller =
+            crate::caller::CallerId::parse("f47ac10b-58cc-4372-a567-0e02b2c3d479").unwrap();
+        let sql = call_settings(
+            &caller,
+            std::time::Duration::from_millis(1500),
+            &[("search_path", "retail, public".to_owned())],
+        );
+        assert_eq!(
+            sql,
+            "SELECT set_config(E'app.current_rls_user_id', E'f47ac10b-58cc-4372-a567-0e02b2c3d479', true), \
+             set_config(E'statement_timeout', E'1500ms', true), \
+             set_config(E'hnsw.iterative_scan', E'strict_order', true), \
+             set_config(E'plan_cache_mode', E'force_custom_plan', true), \
+             set_config(E'search_path', E'retail, public', true)"
+        );
+    }
+
+    #[test]
+    fn literals_cannot_be_broken_out_of() {
+        assert_eq!(quote_literal("it's"), "E'it''s'");
+        assert_eq!(quote_literal("a\\'; DROP"), "E'a\\\\''; DROP'");
+    }
 }

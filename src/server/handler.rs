@@ -59,20 +59,12 @@ impl Handler {
         name: &str,
         arguments: Value,
     ) -> Result<tools::ToolOutput, ToolError> {
-        let context = ToolContext {
-            embedder: self.state.embedder.as_deref(),
-            schemas: Some(&self.state.schemas),
-            sql_catalogue: Some(&self.state.sql_catalogue),
-            raw_sql_limits: self.state.raw_sql,
-            max_rows: self.state.max_rows,
-            statement_timeout: self.state.statement_timeout,
-        };
         // Validation and embedding first: no connection is held meanwhile.
-        let prepared = tools::prepare(name, arguments, &context).await?;
+        let prepared = tools::prepare(name, arguments, &context(&self.state)).await?;
         if let tools::Prepared::Done(output) = prepared {
             return Ok(output);
         }
-        let mut connection = match self.state.pool.get().await {
+        let connection = match self.state.pool.get().await {
             Ok(connection) => connection,
             Err(deadpool_postgres::PoolError::Timeout(_)) => {
                 return Err(ToolError::Unavailable(format!(
@@ -87,7 +79,61 @@ impl Handler {
                 ));
             }
         };
-        tools::execute(&mut connection, caller, prepared, &context).await
+        // On a task of its own, so that a caller who goes away cannot stop
+        // the call between its BEGIN and its COMMIT.
+        let state = self.state.clone();
+        let caller = *caller;
+        tokio::spawn(async move {
+            let mut checkout = Checkout(Some(connection));
+            let output =
+                tools::execute(checkout.client(), &caller, prepared, &context(&state)).await;
+            checkout.finish();
+            output
+        })
+        .await
+        .unwrap_or_else(|err| {
+            tracing::error!(error = %err, "a tool call failed unexpectedly");
+            Err(ToolError::Unavailable(
+                "the call failed unexpectedly; try again".to_owned(),
+            ))
+        })
+    }
+}
+
+/// What a call may use besides the database.
+fn context(state: &State) -> ToolContext<'_> {
+    ToolContext {
+        embedder: state.embedder.as_deref(),
+        schemas: Some(&state.schemas),
+        sql_catalogue: Some(&state.sql_catalogue),
+        raw_sql_limits: state.raw_sql,
+        max_rows: state.max_rows,
+        statement_timeout: state.statement_timeout,
+        statement_cache: state.statement_cache,
+    }
+}
+
+/// A pooled connection lent to one call. Returned to the pool when the call
+/// finished; if it did not (a panic, a shutdown), its transaction may be
+/// open, so the connection is closed instead.
+struct Checkout(Option<deadpool_postgres::Object>);
+
+impl Checkout {
+    fn client(&mut self) -> &mut deadpool_postgres::ClientWrapper {
+        self.0.as_mut().expect("present until finished")
+    }
+
+    fn finish(mut self) {
+        self.0.take();
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            tracing::warn!("a call stopped mid-transaction; closing its database connection");
+            drop(deadpool_postgres::Object::take(connection));
+        }
     }
 }
 

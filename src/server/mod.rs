@@ -53,6 +53,9 @@ pub struct Settings {
     /// Embeds the text of tools that search by meaning; `None`: they say
     /// that no model is configured.
     pub embedder: Option<Arc<dyn Embedder>>,
+    /// Prepare statements once per connection (off behind a
+    /// transaction-pooling PgBouncer older than 1.21).
+    pub statement_cache: bool,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_deadline: Duration,
 }
@@ -70,6 +73,7 @@ pub struct State {
     pub sql_catalogue: crate::tools::raw_sql::CatalogueCache,
     pub raw_sql: crate::tools::raw_sql::Limits,
     pub embedder: Option<Arc<dyn Embedder>>,
+    pub statement_cache: bool,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -121,6 +125,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         sql_catalogue: Default::default(),
         raw_sql: settings.raw_sql,
         embedder: settings.embedder.clone(),
+        statement_cache: settings.statement_cache,
     }))
 }
 

@@ -10,8 +10,8 @@ pub mod table_schemas;
 
 use std::time::Duration;
 
+use deadpool_postgres::ClientWrapper;
 use serde_json::{Value, json};
-use tokio_postgres::Client;
 
 use crate::caller::CallerId;
 use crate::db;
@@ -152,6 +152,8 @@ pub struct ToolContext<'a> {
     /// Rows returned at most; more set `truncated`.
     pub max_rows: usize,
     pub statement_timeout: Duration,
+    /// Prepare statements once per connection ([`db::Session`]).
+    pub statement_cache: bool,
 }
 
 impl ToolContext<'_> {
@@ -173,6 +175,7 @@ impl Default for ToolContext<'_> {
             raw_sql_limits: raw_sql::Limits::default(),
             max_rows: 1_000,
             statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
+            statement_cache: true,
         }
     }
 }
@@ -210,16 +213,25 @@ pub async fn prepare(
     })
 }
 
-/// The calls that run in a transaction of `begin_as`.
+/// The calls that run in the transaction of [`execute`].
 enum InTransaction {
     Curated(curated::ReadyCall),
     Schemas(table_schemas::Args),
 }
 
 /// Runs a prepared call as `caller`, in one read-only transaction with the
-/// caller's identity set for that transaction only.
+/// caller's identity set for that transaction only ([`db::call_settings`]).
+///
+/// Two round trips: `BEGIN READ ONLY` with the settings, pipelined with the
+/// query (they go first on the connection, so the query runs in the
+/// transaction and under them; if they fail, the transaction is aborted and
+/// the query with it); then COMMIT, or ROLLBACK after an error.
+///
+/// A future dropped between the two would leave the transaction open, so the
+/// server runs calls to completion on a task of their own (and closes the
+/// connection of a call that still did not finish).
 pub async fn execute(
-    client: &mut Client,
+    client: &mut ClientWrapper,
     caller: &CallerId,
     prepared: Prepared,
     context: &ToolContext<'_>,
@@ -235,20 +247,33 @@ pub async fn execute(
         Prepared::Curated(call) => InTransaction::Curated(call),
         Prepared::Schemas(args) => InTransaction::Schemas(args),
     };
-    let tx = db::begin_as(client, caller, context.statement_timeout)
-        .await
-        .map_err(ToolError::from_database)?;
-    let output = match request {
-        InTransaction::Curated(call) => call.run(&tx, context).await?,
-        InTransaction::Schemas(args) => table_schemas::call(&tx, context.schemas, args).await?,
-    };
-    tx.commit().await.map_err(ToolError::from_database)?;
+    let begin = format!(
+        "BEGIN READ ONLY; {}",
+        db::call_settings(caller, context.statement_timeout, &[])
+    );
+    let client: &ClientWrapper = client;
+    let session = db::Session::new(client, context.statement_cache);
+    let (began, output) = tokio::join!(client.batch_execute(&begin), async {
+        match request {
+            InTransaction::Curated(call) => call.run(&session, context).await,
+            InTransaction::Schemas(args) => {
+                table_schemas::call(&**client, context.schemas, args).await
+            }
+        }
+    });
+    let succeeded = began.is_ok() && output.is_ok();
+    let ended = client
+        .batch_execute(if succeeded { "COMMIT" } else { "ROLLBACK" })
+        .await;
+    began.map_err(ToolError::from_database)?;
+    let output = output?;
+    ended.map_err(ToolError::from_database)?;
     Ok(output)
 }
 
 /// [`prepare`], then [`execute`].
 pub async fn call(
-    client: &mut Client,
+    client: &mut ClientWrapper,
     caller: &CallerId,
     name: &str,
     arguments: Value,

@@ -6,11 +6,12 @@ use std::hash::{Hash, Hasher};
 
 use std::sync::{Arc, LazyLock};
 
+use deadpool_postgres::ClientWrapper as Client;
 use rand::Rng;
 use sqlmcp::embeddings::local::LocalEmbedder;
 use sqlmcp::embeddings::{Embedder, Settings};
 use sqlmcp::{backfill, db, migrate, seed};
-use tokio_postgres::{Client, Config};
+use tokio_postgres::Config;
 
 pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
 pub const SEATTLE: &str = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
@@ -110,7 +111,7 @@ impl TestDb {
     /// A migrated database without data.
     pub async fn migrated() -> TestDb {
         let db = TestDb::empty().await;
-        migrate::run(&mut db.owner().await)
+        migrate::run(&mut *db.owner().await)
             .await
             .expect("migrations apply");
         db

@@ -558,7 +558,7 @@ const LEGITIMATE: &[&str] = &[
 ];
 
 async fn run(
-    client: &mut tokio_postgres::Client,
+    client: &mut deadpool_postgres::ClientWrapper,
     caller: &str,
     sql: &str,
     limits: Limits,

@@ -59,7 +59,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
     );
     assert!(first.status.success(), "{}", stderr(&first));
     let printed = stdout(&first);
-    let checksums = seed::checksums(&mut db.owner().await).await.unwrap();
+    let checksums = seed::checksums(&mut *db.owner().await).await.unwrap();
     for sum in &checksums {
         assert!(
             printed.contains(&format!("{:<40} {:>9}  {}", sum.table, sum.rows, sum.md5)),
@@ -76,7 +76,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
         "{err}"
     );
     assert_eq!(
-        seed::checksums(&mut db.owner().await).await.unwrap(),
+        seed::checksums(&mut *db.owner().await).await.unwrap(),
         checksums,
         "refusal changed nothing"
     );
@@ -88,7 +88,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
     assert!(kept.status.success(), "{}", stderr(&kept));
     assert!(stdout(&kept).contains("left as it is"));
     assert_eq!(
-        seed::checksums(&mut db.owner().await).await.unwrap(),
+        seed::checksums(&mut *db.owner().await).await.unwrap(),
         checksums,
         "--if-empty changed nothing"
     );
@@ -99,7 +99,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
     );
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(
-        seed::checksums(&mut db.owner().await).await.unwrap(),
+        seed::checksums(&mut *db.owner().await).await.unwrap(),
         checksums,
         "re-seeding with the same seed replaces the data with identical rows"
     );
@@ -108,7 +108,7 @@ async fn the_cli_seeds_and_prints_checksums_then_refuses_to_seed_again() {
 #[tokio::test]
 async fn seeding_an_unmigrated_database_says_to_migrate_first() {
     let db = TestDb::empty().await;
-    let err = seed::seed(&mut db.owner().await, options(1))
+    let err = seed::seed(&mut *db.owner().await, options(1))
         .await
         .unwrap_err();
     assert!(

@@ -54,6 +54,7 @@ fn settings(db: &TestDb) -> Settings {
         raw_sql: Default::default(),
         shutdown_deadline: Duration::from_secs(5),
         embedder: Some(local_embedder()),
+        statement_cache: true,
     }
 }
 
