@@ -414,6 +414,54 @@ async fn a_pool_of_one_alternating_identities_leaks_nothing() {
     app.stop().await.unwrap();
 }
 
+/// More callers than connections: the extra caller waits a bounded time and
+/// is told the server is busy; the pool recovers once the connection frees.
+#[tokio::test]
+async fn callers_beyond_the_pool_are_told_it_is_busy_and_the_pool_recovers() {
+    let db = Arc::new(TestDb::seeded().await);
+    let app = spawn_app_with(db.clone(), |s| {
+        s.pool_size = 1;
+        s.pool_wait = Duration::from_millis(300);
+    })
+    .await;
+    // The owner locks the products table, so a call that reads it holds the
+    // server's only connection until the lock goes.
+    let mut owner = db.owner().await;
+    let lock = owner.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE retail.products IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let first = as_caller(&app, SEATTLE).await;
+    let blocked = tokio::spawn(async move {
+        let result = call(&first, "product_details", json!({"sku": "PWR-DRL-1001"})).await;
+        (result, first)
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let second = as_caller(&app, REDMOND).await;
+    let started = std::time::Instant::now();
+    let busy = call(&second, "store_performance", json!({})).await;
+    assert_eq!(busy.is_error, Some(true));
+    assert!(
+        text(&busy).contains("the server is busy: no database connection became free within 0.3s"),
+        "{}",
+        text(&busy)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "waited a bounded time"
+    );
+
+    lock.rollback().await.unwrap();
+    let (result, first) = blocked.await.unwrap();
+    assert_eq!(result.is_error, Some(false), "{}", text(&result));
+    let again = call(&second, "store_performance", json!({})).await;
+    assert_eq!(again.is_error, Some(false), "{}", text(&again));
+    first.cancel().await.unwrap();
+    second.cancel().await.unwrap();
+    app.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn malformed_identities_and_foreign_hosts_are_refused_at_the_door() {
     let app = spawn_app().await;
