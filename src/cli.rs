@@ -333,13 +333,21 @@ async fn run_call(args: CallArgs) -> Result<()> {
     let caller = CallerId::parse(&args.caller)?;
     let arguments: serde_json::Value = serde_json::from_str(&args.arguments)
         .map_err(|err| anyhow::anyhow!("the arguments are not JSON: {err}"))?;
-    let embedder = args.embedding.build()?;
+    // Only tools that embed need the model: a missing one is an error for them.
+    let (embedder, embedder_error) = match args.embedding.build() {
+        Ok(embedder) => (embedder, None),
+        Err(err) => (None, Some(err)),
+    };
     let mut client = db::connect(&args.connection.database_url).await?;
     let context = tools::ToolContext {
         embedder: embedder.as_deref(),
         ..tools::ToolContext::default()
     };
-    let output = tools::call(&mut client, &caller, &args.tool, arguments, &context).await?;
+    let called = tools::call(&mut client, &caller, &args.tool, arguments, &context).await;
+    let output = match (called, embedder_error) {
+        (Err(tools::ToolError::NoEmbeddingModel), Some(err)) => return Err(err),
+        (called, _) => called?,
+    };
     println!(
         "{}",
         serde_json::to_string_pretty(&output.structured).expect("results serialise")

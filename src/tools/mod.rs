@@ -104,6 +104,8 @@ pub enum ToolError {
     InvalidArguments(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("this tool needs an embedding model, and none is configured")]
+    NoEmbeddingModel,
     #[error("could not embed the text: {0}")]
     Embedding(String),
     #[error("the query was cancelled: it ran longer than the statement timeout")]
@@ -158,11 +160,7 @@ pub struct ToolContext<'a> {
 
 impl ToolContext<'_> {
     pub fn embedder(&self) -> Result<&dyn Embedder, ToolError> {
-        self.embedder.ok_or_else(|| {
-            ToolError::Unavailable(
-                "this tool needs an embedding model, and none is configured".to_owned(),
-            )
-        })
+        self.embedder.ok_or(ToolError::NoEmbeddingModel)
     }
 }
 

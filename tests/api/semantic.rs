@@ -380,3 +380,61 @@ async fn the_embed_command_reports_and_is_a_no_op_when_current() {
         stderr(&missing)
     );
 }
+
+/// `sqlmcp call` needs the model only for the tools that embed.
+#[tokio::test]
+async fn call_needs_the_model_only_for_tools_that_embed() {
+    let db = TestDb::seeded().await;
+    let url = crate::helpers::url_of(&db.app_config());
+    let call = |tool: &str, arguments: &str| {
+        sqlmcp(
+            &[
+                "call",
+                tool,
+                arguments,
+                "--caller",
+                SEATTLE,
+                "--database-url",
+                &url,
+                "--model-dir",
+                "/nonexistent/model",
+            ],
+            &[],
+        )
+    };
+    let plain = call("top_products", r#"{"limit": 1}"#);
+    assert!(plain.status.success(), "{}", stderr(&plain));
+    let semantic = call(
+        "semantic_search_products",
+        r#"{"query_description": "a drill"}"#,
+    );
+    assert!(!semantic.status.success());
+    assert!(
+        stderr(&semantic).contains("/nonexistent/model")
+            && stderr(&semantic).contains("scripts/fetch-model"),
+        "{}",
+        stderr(&semantic)
+    );
+
+    let model_dir = crate::helpers::model_dir();
+    let found = sqlmcp(
+        &[
+            "call",
+            "semantic_search_products",
+            r#"{"query_description": "something to cut copper pipe", "max_rows": 1}"#,
+            "--caller",
+            SEATTLE,
+            "--database-url",
+            &url,
+            "--model-dir",
+            model_dir.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(found.status.success(), "{}", stderr(&found));
+    assert!(
+        stdout(&found).contains("PLB-TLS-1001"),
+        "{}",
+        stdout(&found)
+    );
+}
