@@ -146,7 +146,7 @@ fn load(dir: &Path) -> Result<Model> {
         let path = dir.join(name);
         let bytes = std::fs::read(&path)
             .with_context(|| format!("cannot read {}; {FETCH_HINT}", path.display()))?;
-        let actual = hex(&Sha256::digest(&bytes));
+        let actual = format!("{:x}", Sha256::digest(&bytes));
         if actual != expected {
             bail!(
                 "{} is corrupt (sha256 {actual}, expected {expected}); {FETCH_HINT}",
@@ -206,8 +206,4 @@ fn encode(model: &Model, texts: Vec<String>) -> Result<Vec<Vec<f32>>> {
         .broadcast_div(&mask.sum(1)?)?;
     let norm = mean.sqr()?.sum_keepdim(1)?.sqrt()?;
     Ok(mean.broadcast_div(&norm)?.to_vec2::<f32>()?)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -209,14 +209,10 @@ async fn execute(
     run(client, caller, sql.sql(), sql.is_explain(), limits).await
 }
 
-async fn run(
-    client: &mut Client,
-    caller: &CallerId,
-    sql: &str,
-    explain: bool,
-    limits: Limits,
-) -> Result<ToolOutput, ToolError> {
-    let settings = [
+/// The settings a raw query runs under besides those of every call
+/// ([`db::call_settings`]); its `statement_timeout` is `limits`'.
+pub fn settings(limits: Limits) -> [(&'static str, String); 3] {
+    [
         (
             "lock_timeout",
             format!("{}ms", limits.lock_timeout.as_millis()),
@@ -226,8 +222,17 @@ async fn run(
             format!("{}ms", (limits.statement_timeout * 2).as_millis()),
         ),
         ("search_path", "retail, public".to_owned()),
-    ];
-    let tx = db::begin_with(client, caller, limits.statement_timeout, &settings)
+    ]
+}
+
+async fn run(
+    client: &mut Client,
+    caller: &CallerId,
+    sql: &str,
+    explain: bool,
+    limits: Limits,
+) -> Result<ToolOutput, ToolError> {
+    let tx = db::begin_with(client, caller, limits.statement_timeout, &settings(limits))
         .await
         .map_err(ToolError::from_database)?;
     let outcome = fetch(&tx, sql, explain, limits).await;

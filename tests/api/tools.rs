@@ -330,6 +330,19 @@ impl Embedder for KeywordEmbedder {
     }
 }
 
+/// `semantic_search_products` as the Seattle store manager, with `embedder`.
+async fn search_as_seattle(
+    db: &TestDb,
+    embedder: Option<&KeywordEmbedder>,
+    arguments: Value,
+) -> Result<Value, ToolError> {
+    let context = ToolContext {
+        embedder: embedder.map(|e| e as &dyn Embedder),
+        ..ToolContext::default()
+    };
+    call_with(db, SEATTLE, "semantic_search_products", arguments, &context).await
+}
+
 #[tokio::test]
 async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
     let db = TestDb::seeded().await;
@@ -352,21 +365,12 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
             .await
             .unwrap();
     }
-    let embedder = KeywordEmbedder::new();
-    let context = ToolContext {
-        embedder: Some(&embedder),
-        ..ToolContext::default()
-    };
+    let search = |embedder, arguments| search_as_seattle(&db, embedder, arguments);
+    let embedder = &KeywordEmbedder::new();
 
-    let result = call_with(
-        &db,
-        SEATTLE,
-        "semantic_search_products",
-        json!({"query_description": "drill"}),
-        &context,
-    )
-    .await
-    .unwrap();
+    let result = search(Some(embedder), json!({"query_description": "drill"}))
+        .await
+        .unwrap();
     assert_eq!(result["embedding_model"], KeywordEmbedder::MODEL);
     assert_eq!(
         actual(&result, &["product_id", "similarity_percent"]),
@@ -374,40 +378,23 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
     );
 
     let strict = json!({"query_description": "drill", "similarity_threshold": 60, "max_rows": 1});
-    let result = call_with(&db, SEATTLE, "semantic_search_products", strict, &context)
-        .await
-        .unwrap();
+    let result = search(Some(embedder), strict).await.unwrap();
     assert_eq!(actual(&result, &["product_id"]), [["1"]]);
 
     // nothing similar enough: an empty answer, since this model has vectors
-    let result = call_with(
-        &db,
-        SEATTLE,
-        "semantic_search_products",
-        json!({"query_description": "unrelated"}),
-        &context,
-    )
-    .await
-    .unwrap();
+    let result = search(Some(embedder), json!({"query_description": "unrelated"}))
+        .await
+        .unwrap();
     assert_eq!(result["row_count"], 0);
 
     // a model without stored vectors is refused, naming the stored ones
-    let other = KeywordEmbedder {
+    let other = &KeywordEmbedder {
         model: "text-embedding-3-small@384",
         dimensions: 384,
     };
-    let err = call_with(
-        &db,
-        SEATTLE,
-        "semantic_search_products",
-        json!({"query_description": "drill"}),
-        &ToolContext {
-            embedder: Some(&other),
-            ..ToolContext::default()
-        },
-    )
-    .await
-    .unwrap_err();
+    let err = search(Some(other), json!({"query_description": "drill"}))
+        .await
+        .unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("no vectors of the embedding model text-embedding-3-small@384")
@@ -418,22 +405,13 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
     );
 
     // a model of another length is refused before any SQL runs
-    let longer = KeywordEmbedder {
+    let longer = &KeywordEmbedder {
         model: "text-embedding-3-small",
         dimensions: 1536,
     };
-    let err = call_with(
-        &db,
-        SEATTLE,
-        "semantic_search_products",
-        json!({"query_description": "drill"}),
-        &ToolContext {
-            embedder: Some(&longer),
-            ..ToolContext::default()
-        },
-    )
-    .await
-    .unwrap_err();
+    let err = search(Some(longer), json!({"query_description": "drill"}))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains(
             "semantic_search_products compares 384-dimensional vectors, but the embedding model \
@@ -442,29 +420,17 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
         "{err}"
     );
 
-    let err = call_with(
-        &db,
-        SEATTLE,
-        "semantic_search_products",
-        json!({"query_description": "fail"}),
-        &context,
-    )
-    .await
-    .unwrap_err();
+    let err = search(Some(embedder), json!({"query_description": "fail"}))
+        .await
+        .unwrap_err();
     assert!(
         matches!(&err, ToolError::Embedding(m) if m.contains("query_description: the provider is down")),
         "{err}"
     );
 
-    let err = call_with(
-        &db,
-        SEATTLE,
-        "semantic_search_products",
-        json!({"query_description": "drill"}),
-        &ToolContext::default(),
-    )
-    .await
-    .unwrap_err();
+    let err = search(None, json!({"query_description": "drill"}))
+        .await
+        .unwrap_err();
     assert!(
         err.to_string().contains("needs an embedding model"),
         "{err}"

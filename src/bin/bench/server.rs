@@ -3,9 +3,8 @@
 //! For every workload and concurrency, two runs of the same length:
 //! - **server**: a release `sqlmcp serve` driven over Streamable HTTP;
 //! - **ceiling**: the very same SQL with the same per-call transaction
-//!   (read-only; identity, `statement_timeout`, `hnsw.iterative_scan` and
-//!   `plan_cache_mode` set transaction-locally in one statement; then the
-//!   query; then COMMIT, or
+//!   (read-only; the settings of `db::call_settings`, and for raw SQL those
+//!   of `raw_sql::settings`, in one statement; then the query; then COMMIT, or
 //!   ROLLBACK for raw SQL), run directly through a tokio-postgres pool of the
 //!   server's size, with statements prepared once per connection. Semantic
 //!   search embeds its text with the same local model in both.
@@ -149,20 +148,19 @@ impl Ceiling {
         };
         let client = self.pool.get().await?;
         let raw = workload == Workload::SalesQuery;
-        let mut settings = format!(
-            "BEGIN READ ONLY; SELECT set_config('app.current_rls_user_id', '{caller}', true), \
-             set_config('statement_timeout', '30000ms', true), \
-             set_config('hnsw.iterative_scan', 'strict_order', true), \
-             set_config('plan_cache_mode', 'force_custom_plan', true)"
-        );
-        if raw {
-            settings.push_str(
-                ", set_config('statement_timeout', '5000ms', true), \
-                 set_config('lock_timeout', '1000ms', true), \
-                 set_config('idle_in_transaction_session_timeout', '10000ms', true), \
-                 set_config('search_path', 'retail, public', true)",
-            );
-        }
+        // the server's own settings, so both sides run under the same ones
+        let caller = sqlmcp::caller::CallerId::parse(caller)?;
+        let settings = if raw {
+            let limits = sqlmcp::tools::raw_sql::Limits::default();
+            sqlmcp::db::call_settings(
+                &caller,
+                limits.statement_timeout,
+                &sqlmcp::tools::raw_sql::settings(limits),
+            )
+        } else {
+            sqlmcp::db::call_settings(&caller, sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, &[])
+        };
+        let settings = format!("BEGIN READ ONLY; {settings}");
         client.batch_execute(&settings).await?;
         let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
         match workload {
