@@ -212,6 +212,13 @@ impl<'a> Session<'a> {
 }
 
 impl sqlmcp_codegen::client::GenericClient for Session<'_> {
+    /// Tells the generated code to `prepare` each query before running it,
+    /// rather than to pass its text (which tokio-postgres would prepare
+    /// anew every time): `prepare` below then decides whether to cache.
+    fn stmt_cache() -> bool {
+        true
+    }
+
     async fn prepare(
         &self,
         query: &str,

@@ -115,6 +115,60 @@ async fn top_products_matches_sql_for_every_identity() {
     assert_eq!(result["row_count"], 0);
 }
 
+/// The prepared statements of the sample's tables on this connection.
+async fn prepared_queries(client: &tokio_postgres::Client) -> Vec<String> {
+    client
+        .query(
+            "SELECT statement FROM pg_prepared_statements \
+              WHERE NOT from_sql AND statement LIKE '%FROM retail.%' \
+                AND statement NOT LIKE '%pg_prepared_statements%' ORDER BY statement",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn curated_queries_are_prepared_once_per_connection_unless_the_cache_is_off() {
+    let db = TestDb::seeded().await;
+    let caller = CallerId::parse(SEATTLE).unwrap();
+    for cache in [true, false] {
+        let context = ToolContext {
+            statement_cache: cache,
+            ..ToolContext::default()
+        };
+        let mut client = db.app().await;
+        let mut seen = Vec::new();
+        for (name, arguments) in [
+            ("product_details", json!({"sku": "PWR-DRL-1001"})),
+            ("product_details", json!({"name_contains": "drill"})),
+            ("product_details", json!({})),
+            ("top_products", json!({"limit": 3})),
+            ("top_products", json!({"rank_by": "units"})),
+        ] {
+            let output = tools::call(&mut client, &caller, name, arguments, &context)
+                .await
+                .unwrap_or_else(|err| panic!("{name}: {err}"));
+            assert!(!output.is_empty(), "{name}");
+            seen.push(prepared_queries(&client).await.len());
+        }
+        if cache {
+            // one statement per query, kept from the first call on
+            assert_eq!(seen, [1, 1, 1, 2, 2], "statements kept on the connection");
+            let kept = prepared_queries(&client).await;
+            for table in ["FROM retail.order_items", "FROM retail.products p"] {
+                assert!(kept.iter().any(|sql| sql.contains(table)), "{kept:?}");
+            }
+        } else {
+            // prepared within each call and closed after it
+            assert_eq!(seen, [0, 0, 0, 0, 0], "statements kept on the connection");
+        }
+    }
+}
+
 #[tokio::test]
 async fn revenue_by_month_matches_sql_for_every_identity() {
     let db = TestDb::seeded().await;
