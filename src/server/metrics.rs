@@ -19,9 +19,24 @@ fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed (several servers in one
         // test process); the calls then go to that one.
         let _ = metrics::set_global_recorder(recorder);
+        // Histograms keep every sample until upkeep folds them into their
+        // buckets; without it, a server nobody scrapes would grow by every
+        // call. A thread, not a task: it outlives any one runtime.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("metrics-upkeep".to_owned())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(UPKEEP_EVERY);
+                    upkeep.run_upkeep();
+                }
+            });
         handle
     })
 }
+
+/// How often histogram samples are folded into buckets.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Makes sure the recorder exists before the first call.
 pub fn install() {
