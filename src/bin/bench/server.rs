@@ -161,59 +161,65 @@ impl Ceiling {
             sqlmcp::db::call_settings(&caller, sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, &[])
         };
         let settings = format!("BEGIN READ ONLY; {settings}");
-        client.batch_execute(&settings).await?;
         let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
-        match workload {
-            Workload::TopProducts => {
-                queries::top_products::top_products()
-                    .bind(
-                        &client,
-                        &date("2025-10-01"),
-                        &date("2025-12-31"),
-                        &None::<&str>,
-                        &None,
-                        &"revenue",
-                        &10,
-                    )
-                    .all()
-                    .await?;
+        // pipelined with the query, as the server does
+        let query = async {
+            match workload {
+                Workload::TopProducts => {
+                    queries::top_products::top_products()
+                        .bind(
+                            &client,
+                            &date("2025-10-01"),
+                            &date("2025-12-31"),
+                            &None::<&str>,
+                            &None,
+                            &"revenue",
+                            &10,
+                        )
+                        .all()
+                        .await?;
+                }
+                Workload::RevenueByMonth => {
+                    queries::revenue_by_month::revenue_by_month()
+                        .bind(
+                            &client,
+                            &date("2025-01-01"),
+                            &date("2025-12-31"),
+                            &None,
+                            &None::<&str>,
+                        )
+                        .all()
+                        .await?;
+                }
+                Workload::ProductDetails => {
+                    queries::product_details::product_details()
+                        .bind(&client, &Some(SKUS[n % SKUS.len()]), &None::<&str>, &20)
+                        .all()
+                        .await?;
+                }
+                Workload::SalesQuery => {
+                    let statement = client.prepare_cached(SALES_QUERY).await?;
+                    client.query(&statement, &[]).await?;
+                }
+                Workload::SemanticSearch => {
+                    queries::semantic_search_products::semantic_search_products()
+                        .bind(
+                            &client,
+                            &embedding.unwrap_or_default(),
+                            &MODEL_ID,
+                            &30.0,
+                            &10,
+                        )
+                        .all()
+                        .await?;
+                }
+                Workload::Mix => unreachable!("a mix picks one of the others"),
             }
-            Workload::RevenueByMonth => {
-                queries::revenue_by_month::revenue_by_month()
-                    .bind(
-                        &client,
-                        &date("2025-01-01"),
-                        &date("2025-12-31"),
-                        &None,
-                        &None::<&str>,
-                    )
-                    .all()
-                    .await?;
-            }
-            Workload::ProductDetails => {
-                queries::product_details::product_details()
-                    .bind(&client, &Some(SKUS[n % SKUS.len()]), &None::<&str>, &20)
-                    .all()
-                    .await?;
-            }
-            Workload::SalesQuery => {
-                let statement = client.prepare_cached(SALES_QUERY).await?;
-                client.query(&statement, &[]).await?;
-            }
-            Workload::SemanticSearch => {
-                queries::semantic_search_products::semantic_search_products()
-                    .bind(
-                        &client,
-                        &embedding.unwrap_or_default(),
-                        &MODEL_ID,
-                        &30.0,
-                        &10,
-                    )
-                    .all()
-                    .await?;
-            }
-            Workload::Mix => unreachable!("a mix picks one of the others"),
-        }
+            Ok::<_, anyhow::Error>(())
+        };
+        let (began, queried) = tokio::join!(client.batch_execute(&settings), query);
+        began?;
+        queried?;
         client
             .batch_execute(if raw { "ROLLBACK" } else { "COMMIT" })
             .await?;
