@@ -125,6 +125,14 @@ struct ServeArgs {
     /// transaction-pooling PgBouncer older than 1.21.
     #[arg(long, env = "SQLMCP_STATEMENT_CACHE", default_value_t = true, action = clap::ArgAction::Set)]
     statement_cache: bool,
+    /// Keep each curated tool's answer for this many milliseconds, per tool,
+    /// arguments and caller (0: off). Answers may then be that much older
+    /// than the data.
+    #[arg(long, env = "SQLMCP_RESULT_CACHE_TTL_MS", default_value_t = 0)]
+    result_cache_ttl_ms: u64,
+    /// Megabytes of answers the result cache keeps at most.
+    #[arg(long, env = "SQLMCP_RESULT_CACHE_MAX_MB", default_value_t = 64)]
+    result_cache_max_mb: u64,
     /// Rows a result holds at most.
     #[arg(long, env = "SQLMCP_MAX_ROWS", default_value_t = 1_000)]
     max_rows: usize,
@@ -318,6 +326,10 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
         embedder: args.embedding.build()?,
         statement_cache: args.statement_cache,
+        result_cache: (args.result_cache_ttl_ms > 0).then(|| server::result_cache::Settings {
+            ttl: std::time::Duration::from_millis(args.result_cache_ttl_ms),
+            max_bytes: args.result_cache_max_mb.saturating_mul(1 << 20),
+        }),
     };
     if args.stdio {
         return server::serve_stdio(settings, caller.or(default_caller)).await;

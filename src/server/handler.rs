@@ -13,6 +13,7 @@ use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
 
 use super::State;
+use super::result_cache::{Answer, Lookup};
 use crate::caller::CallerId;
 use crate::tools::{self, ToolContext, ToolError};
 
@@ -51,6 +52,37 @@ impl Handler {
         from_request
             .or(self.fixed_caller)
             .or(self.state.default_caller)
+    }
+
+    /// The answer to a call, from the result cache when it is on and holds
+    /// one for this tool, these arguments and this caller.
+    async fn answer(
+        &self,
+        caller: CallerId,
+        name: &str,
+        arguments: Value,
+    ) -> Result<(CallToolResult, Option<u64>, Lookup), ToolError> {
+        let answer = |arguments| async move {
+            let output = self.call(&caller, name, arguments).await?;
+            let rows = output.structured.get("row_count").and_then(Value::as_u64);
+            Ok(Answer {
+                result: CallToolResult::structured(output.structured),
+                rows,
+            })
+        };
+        match &self.state.result_cache {
+            Some(cache) if tools::is_curated(name) => {
+                let (kept, lookup) = cache
+                    .get_or_answer(name, &arguments, caller, answer(arguments.clone()))
+                    .await?;
+                super::metrics::record_cache_lookup(name, lookup);
+                Ok((kept.result.clone(), kept.rows, lookup))
+            }
+            _ => {
+                let Answer { result, rows } = answer(arguments).await?;
+                Ok((result, rows, Lookup::Miss))
+            }
+        }
     }
 
     async fn call(
@@ -211,14 +243,14 @@ impl ServerHandler for Handler {
             .into());
         };
         let arguments = request.arguments.map_or(Value::Null, Value::Object);
-        let outcome = self.call(&caller, &name, arguments).await;
+        let outcome = self.answer(caller, &name, arguments).await;
         let elapsed = started.elapsed();
         match outcome {
-            Ok(output) => {
-                let rows = output.structured.get("row_count").and_then(Value::as_u64);
+            Ok((result, rows, lookup)) => {
                 super::metrics::record_call(&name, "ok", elapsed);
-                tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, rows, outcome = "ok", "tool call");
-                Ok(CallToolResult::structured(output.structured).into())
+                let cached = lookup == Lookup::Hit;
+                tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
+                Ok(result.into())
             }
             Err(err) => {
                 super::metrics::record_call(&name, "error", elapsed);

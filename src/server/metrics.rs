@@ -51,6 +51,15 @@ pub fn record_call(tool: &str, outcome: &'static str, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
+pub fn record_cache_lookup(tool: &str, lookup: super::result_cache::Lookup) {
+    let result = match lookup {
+        super::result_cache::Lookup::Hit => "hit",
+        super::result_cache::Lookup::Miss => "miss",
+    };
+    metrics::counter!("sqlmcp_result_cache_lookups_total", "tool" => tool.to_owned(), "result" => result)
+        .increment(1);
+}
+
 /// The exposition text, with the pool's current usage.
 pub fn render(pool: &deadpool_postgres::Pool) -> String {
     let status = pool.status();

@@ -9,6 +9,7 @@
 mod handler;
 mod http;
 mod metrics;
+pub mod result_cache;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +57,8 @@ pub struct Settings {
     /// Prepare statements once per connection (off behind a
     /// transaction-pooling PgBouncer older than 1.21).
     pub statement_cache: bool,
+    /// Keep the curated tools' answers for a while; `None`: off.
+    pub result_cache: Option<result_cache::Settings>,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_deadline: Duration,
 }
@@ -74,6 +77,7 @@ pub struct State {
     pub raw_sql: crate::tools::raw_sql::Limits,
     pub embedder: Option<Arc<dyn Embedder>>,
     pub statement_cache: bool,
+    pub result_cache: Option<result_cache::ResultCache>,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -126,6 +130,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         raw_sql: settings.raw_sql,
         embedder: settings.embedder.clone(),
         statement_cache: settings.statement_cache,
+        result_cache: settings.result_cache.map(result_cache::ResultCache::new),
     }))
 }
 

@@ -93,8 +93,13 @@ pub fn definitions() -> Vec<ToolDefinition> {
     all
 }
 
+/// Whether `name` is a tool generated from `queries/`.
+pub fn is_curated(name: &str) -> bool {
+    curated::DEFINITIONS.iter().any(|tool| tool.name == name)
+}
+
 /// A failed tool call, worded for the model that made it.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ToolError {
     #[error("unknown tool `{0}`")]
     UnknownTool(String),

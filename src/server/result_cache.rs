@@ -1,0 +1,170 @@
+//! An optional cache of the curated tools' results (`--result-cache-ttl-ms`),
+//! off by default.
+//!
+//! An entry is keyed by the tool, its arguments (with object keys in a
+//! canonical order) and the caller: row-level security gives callers
+//! different rows, so one caller's answer is never served to another. An
+//! entry lives for the TTL, so an answer may be that much older than the
+//! data. Only successful answers are kept. Concurrent calls with the same key
+//! wait for one database query instead of each running their own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::CallToolResult;
+use serde_json::Value;
+
+use crate::caller::CallerId;
+use crate::tools::ToolError;
+
+/// How long answers are kept, and how much memory they may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settings {
+    pub ttl: Duration,
+    pub max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    tool: String,
+    arguments: String,
+    caller: CallerId,
+}
+
+/// A kept answer, as the client receives it, and its row count for the log.
+#[derive(Debug)]
+pub struct Answer {
+    pub result: CallToolResult,
+    pub rows: Option<u64>,
+}
+
+impl Answer {
+    /// Bytes the answer takes, roughly: its JSON text twice (the text
+    /// content and the structured content).
+    fn weight(&self) -> usize {
+        let text = self
+            .result
+            .content
+            .first()
+            .and_then(|content| content.as_text())
+            .map_or(0, |text| text.text.len());
+        2 * text + 128
+    }
+}
+
+/// Whether a call was answered from the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    Hit,
+    Miss,
+}
+
+pub struct ResultCache {
+    entries: moka::future::Cache<Key, Arc<Answer>>,
+}
+
+impl ResultCache {
+    pub fn new(settings: Settings) -> ResultCache {
+        let entries = moka::future::Cache::builder()
+            .time_to_live(settings.ttl)
+            .max_capacity(settings.max_bytes)
+            .weigher(|key: &Key, answer: &Arc<Answer>| {
+                let bytes = key.tool.len() + key.arguments.len() + answer.weight();
+                u32::try_from(bytes).unwrap_or(u32::MAX)
+            })
+            .build();
+        ResultCache { entries }
+    }
+
+    /// The kept answer to `tool(arguments)` for `caller`, or `answer()`'s,
+    /// which is kept when it succeeds.
+    pub async fn get_or_answer<F>(
+        &self,
+        tool: &str,
+        arguments: &Value,
+        caller: CallerId,
+        answer: F,
+    ) -> Result<(Arc<Answer>, Lookup), ToolError>
+    where
+        F: Future<Output = Result<Answer, ToolError>>,
+    {
+        let key = Key {
+            tool: tool.to_owned(),
+            arguments: canonical(arguments),
+            caller,
+        };
+        let entry = self
+            .entries
+            .entry(key)
+            .or_try_insert_with(async { answer.await.map(Arc::new) })
+            .await
+            .map_err(|err| (*err).clone())?;
+        let lookup = if entry.is_fresh() {
+            Lookup::Miss
+        } else {
+            Lookup::Hit
+        };
+        Ok((entry.into_value(), lookup))
+    }
+}
+
+/// `value` as JSON text with every object's keys in order, so that the same
+/// arguments in another order share an entry. No arguments and `{}` are the
+/// same.
+fn canonical(value: &Value) -> String {
+    fn write(value: &Value, out: &mut String) {
+        match value {
+            Value::Object(map) => {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                out.push('{');
+                for (i, (name, value)) in entries.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::from(name.as_str()).to_string());
+                    out.push(':');
+                    write(value, out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut out = String::new();
+    match value {
+        Value::Null => out.push_str("{}"),
+        other => write(other, &mut out),
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn arguments_in_any_order_are_the_same_key() {
+        assert_eq!(
+            canonical(&json!({"b": 1, "a": {"d": [1, {"y": 2, "x": 1}], "c": "s"}})),
+            r#"{"a":{"c":"s","d":[1,{"x":1,"y":2}]},"b":1}"#
+        );
+        assert_eq!(canonical(&Value::Null), canonical(&json!({})));
+        assert_ne!(
+            canonical(&json!({"sku": "A"})),
+            canonical(&json!({"sku": "a"}))
+        );
+        assert_eq!(canonical(&json!({"k\"ey": "v"})), r#"{"k\"ey":"v"}"#);
+    }
+}
