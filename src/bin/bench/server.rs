@@ -45,6 +45,10 @@ pub struct Args {
     /// Only these workloads (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Also run the curated workloads through a server with the result cache
+    /// on (`--result-cache-ttl-ms 60000`), against the same ceilings.
+    #[arg(long)]
+    with_result_cache: bool,
     /// Seconds of the mixed run that checks memory growth (0: skip).
     #[arg(long, default_value_t = 0)]
     soak_seconds: u64,
@@ -308,6 +312,7 @@ pub async fn run(args: Args) -> Result<()> {
     );
     let duration = Duration::from_secs(args.seconds);
     let mut rows = Vec::new();
+    let mut ceilings = Vec::new();
     for workload in WORKLOADS {
         if !args.only.is_empty() && !args.only.iter().any(|w| w == workload.name()) {
             continue;
@@ -335,6 +340,7 @@ pub async fn run(args: Args) -> Result<()> {
             .await?;
             let cpu_baseline = CpuTimes::now(Some(server.pid()));
             let ratio = served.rate / baseline.rate;
+            ceilings.push((workload, clients, baseline.rate));
             println!(
                 "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8.2} | {:>5.0}%",
                 workload.name(),
@@ -375,11 +381,67 @@ pub async fn run(args: Args) -> Result<()> {
     report["peak_rss_mb"] = json!(round(server.peak_rss_mb(), 1));
     println!("\nserver RSS: peak {:.1} MB", server.peak_rss_mb());
 
+    if args.with_result_cache {
+        // the first server idles meanwhile; the soak below uses it
+        let mut cached_args = with_model.clone();
+        cached_args.extend(["--result-cache-ttl-ms", "60000"]);
+        let cached = Server::start(&args.app_database_url, &cached_args).await?;
+        let cached_client = McpClient::new(&cached.url, 128)?;
+        report["result_cache_rows"] =
+            result_cache_rows(&cached_client, &ceilings, duration).await?;
+    }
+
     if args.soak_seconds > 0 {
         let soak = soak(&client, &server, Duration::from_secs(args.soak_seconds)).await?;
         report["soak"] = soak;
     }
     write_json(args.json.as_deref(), &report)
+}
+
+/// The curated workloads through a server with the result cache on, each
+/// against the ceiling measured for it above. Raw SQL is never cached.
+async fn result_cache_rows(
+    client: &McpClient,
+    ceilings: &[(Workload, usize, f64)],
+    duration: Duration,
+) -> Result<Value> {
+    println!("\nwith the result cache on (--result-cache-ttl-ms 60000):");
+    let mut rows = Vec::new();
+    for &(workload, clients, ceiling) in ceilings {
+        if workload == Workload::SalesQuery {
+            continue;
+        }
+        let mcp = client.clone();
+        let mut served = run_for(clients, duration, move |n| {
+            let mcp = mcp.clone();
+            async move {
+                let (tool, caller) = workload.pick(n);
+                mcp.call(caller, tool.name(), &tool.arguments(n)).await
+            }
+        })
+        .await?;
+        let ratio = served.rate / ceiling;
+        println!(
+            "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8} | {:>5.0}%",
+            workload.name(),
+            served.rate,
+            served.latencies.percentile_ms(50.0),
+            served.latencies.percentile_ms(95.0),
+            served.latencies.percentile_ms(99.0),
+            served.errors,
+            ceiling,
+            "",
+            ratio * 100.0
+        );
+        rows.push(json!({
+            "workload": workload.name(),
+            "clients": clients,
+            "server": served.summary(),
+            "ceiling_calls_per_s": round(ceiling, 1),
+            "ratio": round(ratio, 3),
+        }));
+    }
+    Ok(Value::Array(rows))
 }
 
 /// The mix at 16 clients for `duration`, with the server's memory at the
