@@ -22,7 +22,7 @@ use sqlmcp::embeddings::local::{LocalEmbedder, MODEL_ID};
 use sqlmcp::embeddings::{Embedder, Settings};
 use sqlmcp_codegen::queries;
 
-use crate::harness::{CpuTimes, McpClient, Server, machine, round, run_for, write_json};
+use crate::harness::{CpuTimes, McpClient, Run, Server, machine, round, run_for, write_json};
 use crate::{CALLERS, QUERIES};
 
 #[derive(Debug, clap::Args)]
@@ -318,16 +318,8 @@ pub async fn run(args: Args) -> Result<()> {
             continue;
         }
         for &clients in &args.clients {
-            let mcp = client.clone();
             let cpu_before = CpuTimes::now(Some(server.pid()));
-            let mut served = run_for(clients, duration, move |n| {
-                let mcp = mcp.clone();
-                async move {
-                    let (tool, caller) = workload.pick(n);
-                    mcp.call(caller, tool.name(), &tool.arguments(n)).await
-                }
-            })
-            .await?;
+            let mut served = drive(client.clone(), workload, clients, duration).await?;
             let cpu_served = CpuTimes::now(Some(server.pid()));
             let direct = ceiling.clone();
             let mut baseline = run_for(clients, duration, move |n| {
@@ -398,6 +390,23 @@ pub async fn run(args: Args) -> Result<()> {
     write_json(args.json.as_deref(), &report)
 }
 
+/// `workload` through the server by `clients` concurrent clients for
+/// `duration`, each call as the next caller in turn.
+fn drive(
+    client: McpClient,
+    workload: Workload,
+    clients: usize,
+    duration: Duration,
+) -> impl Future<Output = Result<Run>> + Send + 'static {
+    run_for(clients, duration, move |n| {
+        let mcp = client.clone();
+        async move {
+            let (tool, caller) = workload.pick(n);
+            mcp.call(caller, tool.name(), &tool.arguments(n)).await
+        }
+    })
+}
+
 /// The curated workloads through a server with the result cache on, each
 /// against the ceiling measured for it above. Raw SQL is never cached.
 async fn result_cache_rows(
@@ -411,15 +420,7 @@ async fn result_cache_rows(
         if workload == Workload::SalesQuery {
             continue;
         }
-        let mcp = client.clone();
-        let mut served = run_for(clients, duration, move |n| {
-            let mcp = mcp.clone();
-            async move {
-                let (tool, caller) = workload.pick(n);
-                mcp.call(caller, tool.name(), &tool.arguments(n)).await
-            }
-        })
-        .await?;
+        let mut served = drive(client.clone(), workload, clients, duration).await?;
         let ratio = served.rate / ceiling;
         println!(
             "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8} | {:>5.0}%",
@@ -449,16 +450,7 @@ async fn result_cache_rows(
 async fn soak(client: &McpClient, server: &Server, duration: Duration) -> Result<Value> {
     let started = Instant::now();
     let mut samples = Vec::new();
-    let worker = {
-        let mcp = client.clone();
-        tokio::spawn(run_for(16, duration, move |n| {
-            let mcp = mcp.clone();
-            async move {
-                let (tool, caller) = Workload::Mix.pick(n);
-                mcp.call(caller, tool.name(), &tool.arguments(n)).await
-            }
-        }))
-    };
+    let worker = tokio::spawn(drive(client.clone(), Workload::Mix, 16, duration));
     while started.elapsed() < duration {
         samples.push((started.elapsed().as_secs(), server.rss_mb()));
         tokio::time::sleep(Duration::from_secs(10)).await;
