@@ -93,6 +93,20 @@ pub fn call_settings(
     format!("SELECT {}", calls.join(", "))
 }
 
+/// `BEGIN READ ONLY` and [`call_settings`] as one simple query: a curated
+/// call's transaction opened in one round trip, which the query can follow
+/// without waiting.
+pub fn begin_read_only(
+    caller: &crate::caller::CallerId,
+    statement_timeout: std::time::Duration,
+    extra: &[(&str, String)],
+) -> String {
+    format!(
+        "BEGIN READ ONLY; {}",
+        call_settings(caller, statement_timeout, extra)
+    )
+}
+
 /// A string literal that reads the same whatever `standard_conforming_strings` is.
 fn quote_literal(value: &str) -> String {
     format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))

@@ -250,10 +250,7 @@ pub async fn execute(
         Prepared::Curated(call) => InTransaction::Curated(call),
         Prepared::Schemas(args) => InTransaction::Schemas(args),
     };
-    let begin = format!(
-        "BEGIN READ ONLY; {}",
-        db::call_settings(caller, context.statement_timeout, &[])
-    );
+    let begin = db::begin_read_only(caller, context.statement_timeout, &[]);
     let client: &ClientWrapper = client;
     let session = db::Session::new(client, context.statement_cache);
     let (began, output) = tokio::join!(client.batch_execute(&begin), async {

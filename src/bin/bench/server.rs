@@ -156,15 +156,14 @@ impl Ceiling {
         let caller = sqlmcp::caller::CallerId::parse(caller)?;
         let settings = if raw {
             let limits = sqlmcp::tools::raw_sql::Limits::default();
-            sqlmcp::db::call_settings(
+            sqlmcp::db::begin_read_only(
                 &caller,
                 limits.statement_timeout,
                 &sqlmcp::tools::raw_sql::settings(limits),
             )
         } else {
-            sqlmcp::db::call_settings(&caller, sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, &[])
+            sqlmcp::db::begin_read_only(&caller, sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, &[])
         };
-        let settings = format!("BEGIN READ ONLY; {settings}");
         let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
         // pipelined with the query, as the server does
         let query = async {
