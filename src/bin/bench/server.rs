@@ -332,17 +332,13 @@ pub async fn run(args: Args) -> Result<()> {
             let cpu_baseline = CpuTimes::now(Some(server.pid()));
             let ratio = served.rate / baseline.rate;
             ceilings.push((workload, clients, baseline.rate));
-            println!(
-                "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8.2} | {:>5.0}%",
-                workload.name(),
-                served.rate,
-                served.latencies.percentile_ms(50.0),
-                served.latencies.percentile_ms(95.0),
-                served.latencies.percentile_ms(99.0),
-                served.errors,
+            let baseline_p50 = baseline.latencies.percentile_ms(50.0);
+            print_row(
+                workload,
+                clients,
+                &mut served,
                 baseline.rate,
-                baseline.latencies.percentile_ms(50.0),
-                ratio * 100.0
+                Some(baseline_p50),
             );
             let (s, c) = (
                 cpu_before.per_call_ms(cpu_served, served.latencies.len()),
@@ -389,6 +385,30 @@ pub async fn run(args: Args) -> Result<()> {
     write_json(args.json.as_deref(), &report)
 }
 
+/// One row of the table: the server's run against the ceiling's calls/s
+/// (and its p50, when that run is in this table).
+fn print_row(
+    workload: Workload,
+    clients: usize,
+    served: &mut Run,
+    ceiling_rate: f64,
+    ceiling_p50_ms: Option<f64>,
+) {
+    let ceiling_p50 = ceiling_p50_ms.map_or(String::new(), |ms| format!("{ms:.2}"));
+    println!(
+        "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8} | {:>5.0}%",
+        workload.name(),
+        served.rate,
+        served.latencies.percentile_ms(50.0),
+        served.latencies.percentile_ms(95.0),
+        served.latencies.percentile_ms(99.0),
+        served.errors,
+        ceiling_rate,
+        ceiling_p50,
+        served.rate / ceiling_rate * 100.0
+    );
+}
+
 /// `workload` through the server by `clients` concurrent clients for
 /// `duration`, each call as the next caller in turn.
 fn drive(
@@ -421,18 +441,7 @@ async fn result_cache_rows(
         }
         let mut served = drive(client.clone(), workload, clients, duration).await?;
         let ratio = served.rate / ceiling;
-        println!(
-            "{:<26} {clients:>7} | {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>6} | {:>9.1} {:>8} | {:>5.0}%",
-            workload.name(),
-            served.rate,
-            served.latencies.percentile_ms(50.0),
-            served.latencies.percentile_ms(95.0),
-            served.latencies.percentile_ms(99.0),
-            served.errors,
-            ceiling,
-            "",
-            ratio * 100.0
-        );
+        print_row(workload, clients, &mut served, ceiling, None);
         rows.push(json!({
             "workload": workload.name(),
             "clients": clients,
