@@ -78,6 +78,27 @@ async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> T
     }
 }
 
+/// An exclusive lock on a table, held by the owner in an open transaction
+/// until released: calls that read the table wait meanwhile.
+struct TableLock(deadpool_postgres::ClientWrapper);
+
+impl TableLock {
+    async fn take(db: &TestDb, table: &str) -> TableLock {
+        let owner = db.owner().await;
+        owner
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await
+            .unwrap();
+        TableLock(owner)
+    }
+
+    async fn release(self) {
+        self.0.batch_execute("ROLLBACK").await.unwrap();
+    }
+}
+
 async fn spawn_app() -> TestApp {
     spawn_app_with(Arc::new(TestDb::seeded().await), |_| {}).await
 }
@@ -427,11 +448,7 @@ async fn callers_beyond_the_pool_are_told_it_is_busy_and_the_pool_recovers() {
     .await;
     // The owner locks the products table, so a call that reads it holds the
     // server's only connection until the lock goes.
-    let mut owner = db.owner().await;
-    let lock = owner.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE retail.products IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = TableLock::take(&db, "retail.products").await;
     let first = as_caller(&app, SEATTLE).await;
     let blocked = tokio::spawn(async move {
         let result = call(&first, "product_details", json!({"sku": "PWR-DRL-1001"})).await;
@@ -453,7 +470,7 @@ async fn callers_beyond_the_pool_are_told_it_is_busy_and_the_pool_recovers() {
         "waited a bounded time"
     );
 
-    lock.rollback().await.unwrap();
+    lock.release().await;
     let (result, first) = blocked.await.unwrap();
     assert_eq!(result.is_error, Some(false), "{}", text(&result));
     let again = call(&second, "store_performance", json!({})).await;
@@ -1009,11 +1026,7 @@ async fn refuses_a_bypassrls_role_and_a_database_from_a_newer_binary() {
 async fn shutdown_lets_a_call_in_flight_finish() {
     let db = Arc::new(TestDb::seeded().await);
     let mut app = spawn_app_with(db.clone(), |_| {}).await;
-    let mut locker = db.owner().await;
-    let lock = locker.transaction().await.unwrap();
-    lock.batch_execute("LOCK TABLE retail.order_items IN ACCESS EXCLUSIVE MODE")
-        .await
-        .unwrap();
+    let lock = TableLock::take(&db, "retail.order_items").await;
 
     let client = as_caller(&app, SEATTLE).await;
     let in_flight = tokio::spawn(async move {
@@ -1025,7 +1038,7 @@ async fn shutdown_lets_a_call_in_flight_finish() {
     assert!(!in_flight.is_finished());
     let _ = app.stop.take().unwrap().send(());
     tokio::time::sleep(Duration::from_millis(300)).await;
-    lock.rollback().await.unwrap();
+    lock.release().await;
 
     let result = tokio::time::timeout(Duration::from_secs(10), in_flight)
         .await
