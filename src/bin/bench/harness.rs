@@ -46,9 +46,20 @@ pub struct Run {
     pub errors: usize,
     /// The first error message seen, to say what went wrong.
     pub first_error: Option<String>,
+    /// Seconds the run took.
+    pub elapsed: f64,
 }
 
 impl Run {
+    /// `self` and `other` as one run: their calls over their summed time.
+    pub fn absorb(&mut self, other: Run) {
+        self.latencies.extend(other.latencies);
+        self.errors += other.errors;
+        self.first_error = self.first_error.take().or(other.first_error);
+        self.elapsed += other.elapsed;
+        self.rate = self.latencies.len() as f64 / self.elapsed;
+    }
+
     pub fn summary(&mut self) -> Value {
         json!({
             "calls_per_s": round(self.rate, 1),
@@ -113,6 +124,7 @@ where
         latencies: all,
         errors,
         first_error,
+        elapsed,
     })
 }
 
@@ -285,14 +297,31 @@ impl CpuTimes {
         }
     }
 
-    /// CPU milliseconds per call between `self` and `later`.
-    pub fn per_call_ms(self, later: CpuTimes, calls: usize) -> Value {
-        let per = |a: f64, b: f64| round((b - a) * 1e3 / calls.max(1) as f64, 3);
+    /// The CPU seconds used from `self` until `later`.
+    pub fn until(self, later: CpuTimes) -> CpuTimes {
+        CpuTimes {
+            bench: later.bench - self.bench,
+            server: later.server - self.server,
+            postgres: later.postgres - self.postgres,
+        }
+    }
+
+    /// These CPU seconds (used over `calls` calls) in milliseconds per call.
+    pub fn per_call_ms(self, calls: usize) -> Value {
+        let per = |seconds: f64| round(seconds * 1e3 / calls.max(1) as f64, 3);
         json!({
-            "bench": per(self.bench, later.bench),
-            "server": per(self.server, later.server),
-            "postgres": per(self.postgres, later.postgres),
+            "bench": per(self.bench),
+            "server": per(self.server),
+            "postgres": per(self.postgres),
         })
+    }
+}
+
+impl std::ops::AddAssign for CpuTimes {
+    fn add_assign(&mut self, other: CpuTimes) {
+        self.bench += other.bench;
+        self.server += other.server;
+        self.postgres += other.postgres;
     }
 }
 

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 use sqlmcp::embeddings::local::{LocalEmbedder, MODEL_ID};
 use sqlmcp::embeddings::{Embedder, Settings};
@@ -36,9 +36,14 @@ pub struct Args {
     /// Concurrent clients, one row each.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16,64")]
     clients: Vec<usize>,
-    /// Seconds per run (each row runs the server, then the ceiling).
+    /// Seconds each row spends on the server, and as many on the ceiling.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Rounds each row's seconds are split into: server, ceiling, server,
+    /// ceiling… The ratio is of the calls summed over all rounds; the
+    /// table also prints each round's.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    rounds: u32,
     /// Database connections of the server, and of the ceiling's pool.
     #[arg(long, default_value_t = 16)]
     pool_size: usize,
@@ -239,8 +244,7 @@ pub async fn run(args: Args) -> Result<()> {
     let pool_size = args.pool_size.to_string();
     let mut serve_args: Vec<&str> = vec!["--pool-size", &pool_size];
     serve_args.extend(args.serve_args.iter().map(String::as_str));
-    let mut report =
-        json!({"machine": machine(), "seconds_per_run": args.seconds, "pool_size": args.pool_size});
+    let mut report = json!({"machine": machine(), "seconds_per_run": args.seconds, "rounds": args.rounds, "pool_size": args.pool_size});
 
     // start-up and idle memory, without the model
     let mut starts = Vec::new();
@@ -310,6 +314,7 @@ pub async fn run(args: Args) -> Result<()> {
         "ratio"
     );
     let duration = Duration::from_secs(args.seconds);
+    let round_length = duration / args.rounds;
     let mut rows = Vec::new();
     let mut ceilings = Vec::new();
     for workload in WORKLOADS {
@@ -317,19 +322,39 @@ pub async fn run(args: Args) -> Result<()> {
             continue;
         }
         for &clients in &args.clients {
-            let cpu_before = CpuTimes::now(Some(server.pid()));
-            let mut served = drive(client.clone(), workload, clients, duration).await?;
-            let cpu_served = CpuTimes::now(Some(server.pid()));
-            let direct = ceiling.clone();
-            let mut baseline = run_for(clients, duration, move |n| {
-                let direct = direct.clone();
-                async move {
-                    let (tool, caller) = workload.pick(n);
-                    direct.call(tool, caller, n).await
+            // Server and ceiling take turns, so that a drift in the
+            // machine's speed (a busy neighbour, a warming cache) falls on
+            // both alike; each side's rounds add up to `duration`.
+            let mut served: Option<Run> = None;
+            let mut baseline: Option<Run> = None;
+            let (mut served_cpu, mut baseline_cpu) = (CpuTimes::default(), CpuTimes::default());
+            let mut round_ratios = Vec::new();
+            for _ in 0..args.rounds {
+                let before = CpuTimes::now(Some(server.pid()));
+                let served_round = drive(client.clone(), workload, clients, round_length).await?;
+                let between = CpuTimes::now(Some(server.pid()));
+                let direct = ceiling.clone();
+                let baseline_round = run_for(clients, round_length, move |n| {
+                    let direct = direct.clone();
+                    async move {
+                        let (tool, caller) = workload.pick(n);
+                        direct.call(tool, caller, n).await
+                    }
+                })
+                .await?;
+                served_cpu += before.until(between);
+                baseline_cpu += between.until(CpuTimes::now(Some(server.pid())));
+                round_ratios.push(served_round.rate / baseline_round.rate);
+                for (total, run) in [(&mut served, served_round), (&mut baseline, baseline_round)] {
+                    match total {
+                        Some(total) => total.absorb(run),
+                        None => *total = Some(run),
+                    }
                 }
-            })
-            .await?;
-            let cpu_baseline = CpuTimes::now(Some(server.pid()));
+            }
+            let (Some(mut served), Some(mut baseline)) = (served, baseline) else {
+                bail!("--rounds must be at least 1");
+            };
             let ratio = served.rate / baseline.rate;
             ceilings.push((workload, clients, baseline.rate));
             let baseline_p50 = baseline.latencies.percentile_ms(50.0);
@@ -341,12 +366,23 @@ pub async fn run(args: Args) -> Result<()> {
                 Some(baseline_p50),
             );
             let (s, c) = (
-                cpu_before.per_call_ms(cpu_served, served.latencies.len()),
-                cpu_served.per_call_ms(cpu_baseline, baseline.latencies.len()),
+                served_cpu.per_call_ms(served.latencies.len()),
+                baseline_cpu.per_call_ms(baseline.latencies.len()),
             );
+            let by_round: Vec<String> = round_ratios
+                .iter()
+                .map(|r| format!("{:.0}%", r * 100.0))
+                .collect();
             println!(
-                "{:<26} {:>7}   CPU ms per call: server {} + postgres {} + load generator {} | ceiling: postgres {} + load generator {}",
-                "", "", s["server"], s["postgres"], s["bench"], c["postgres"], c["bench"]
+                "{:<26} {:>7}   ratio by round: {} | CPU ms per call: server {} + postgres {} + load generator {} | ceiling: postgres {} + load generator {}",
+                "",
+                "",
+                by_round.join(" "),
+                s["server"],
+                s["postgres"],
+                s["bench"],
+                c["postgres"],
+                c["bench"]
             );
             for (who, run) in [("server", &served), ("ceiling", &baseline)] {
                 if let Some(error) = &run.first_error {
@@ -361,6 +397,7 @@ pub async fn run(args: Args) -> Result<()> {
                 "server_cpu_ms_per_call": s,
                 "ceiling_cpu_ms_per_call": c,
                 "ratio": round(ratio, 3),
+                "ratio_by_round": round_ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
             }));
         }
     }
