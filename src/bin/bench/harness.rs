@@ -40,6 +40,7 @@ impl Latencies {
 }
 
 /// The outcome of driving a workload for a while.
+#[derive(Default)]
 pub struct Run {
     pub latencies: Latencies,
     pub rate: f64,
@@ -51,7 +52,8 @@ pub struct Run {
 }
 
 impl Run {
-    /// `self` and `other` as one run: their calls over their summed time.
+    /// `self` and `other` as one run: their calls over their summed time
+    /// (an empty run absorbs another into a copy of it).
     pub fn absorb(&mut self, other: Run) {
         self.latencies.extend(other.latencies);
         self.errors += other.errors;

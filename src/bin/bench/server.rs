@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sqlmcp::embeddings::local::{LocalEmbedder, MODEL_ID};
 use sqlmcp::embeddings::{Embedder, Settings};
@@ -325,8 +325,7 @@ pub async fn run(args: Args) -> Result<()> {
             // Server and ceiling take turns, so that a drift in the
             // machine's speed (a busy neighbour, a warming cache) falls on
             // both alike; each side's rounds add up to `duration`.
-            let mut served: Option<Run> = None;
-            let mut baseline: Option<Run> = None;
+            let (mut served, mut baseline) = (Run::default(), Run::default());
             let (mut served_cpu, mut baseline_cpu) = (CpuTimes::default(), CpuTimes::default());
             let mut round_ratios = Vec::new();
             for _ in 0..args.rounds {
@@ -345,16 +344,9 @@ pub async fn run(args: Args) -> Result<()> {
                 served_cpu += before.until(between);
                 baseline_cpu += between.until(CpuTimes::now(Some(server.pid())));
                 round_ratios.push(served_round.rate / baseline_round.rate);
-                for (total, run) in [(&mut served, served_round), (&mut baseline, baseline_round)] {
-                    match total {
-                        Some(total) => total.absorb(run),
-                        None => *total = Some(run),
-                    }
-                }
+                served.absorb(served_round);
+                baseline.absorb(baseline_round);
             }
-            let (Some(mut served), Some(mut baseline)) = (served, baseline) else {
-                bail!("--rounds must be at least 1");
-            };
             let ratio = served.rate / baseline.rate;
             ceilings.push((workload, clients, baseline.rate));
             let baseline_p50 = baseline.latencies.percentile_ms(50.0);
