@@ -223,10 +223,13 @@ async fn ensure_template() -> String {
         .expect("pg_database")
         .is_some();
     if !exists {
-        // Templates of older content are of no further use.
+        // Templates of older content are of no further use, once no other
+        // checkout sharing this cluster has built or used one for a day.
         let stale = client
             .query(
-                "SELECT datname FROM pg_database WHERE datname LIKE 'sqlmcp\\_tpl\\_%'",
+                "SELECT datname FROM pg_database d WHERE datname LIKE 'sqlmcp\\_tpl\\_%' \
+                   AND substring(shobj_description(d.oid, 'pg_database') FROM '^used (\\d+)$')::bigint \
+                       < extract(epoch FROM now()) - 86400",
                 &[],
             )
             .await
@@ -282,6 +285,15 @@ async fn ensure_template() -> String {
         assert!(renamed, "cannot rename {building} to {name}");
     }
     client
+        .batch_execute(&format!(
+            "COMMENT ON DATABASE {name} IS 'used {}'",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        ))
+        .await
+        .expect("mark the template used");
+    client
         .execute("SELECT pg_advisory_unlock($1)", &[&TEMPLATE_LOCK_KEY])
         .await
         .expect("template unlock");
@@ -297,11 +309,7 @@ pub async fn query_as(
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let tx = client.build_transaction().read_only(true).start().await?;
     if let Some(caller) = caller {
-        tx.execute(
-            "SELECT set_config('app.current_rls_user_id', $1, true)",
-            &[&caller],
-        )
-        .await?;
+        tx.execute(db::OPEN_CALL, &[&caller]).await?;
     }
     let rows = tx.query(sql, &[]).await?;
     tx.commit().await?;
