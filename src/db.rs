@@ -1,7 +1,7 @@
 //! Connecting to PostgreSQL.
 
 use anyhow::{Context, Result, bail};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Config, NoTls};
 
 /// Parses a `postgres://` URL or a `key=value` connection string.
 ///
@@ -48,9 +48,26 @@ pub async fn connect(config: &Config) -> Result<deadpool_postgres::ClientWrapper
 /// How long one statement of a tool call may run, by default.
 pub const DEFAULT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// The one statement that sets a tool call's settings, transaction-locally
-/// (`set_config(…, true)`), so nothing survives on a pooled connection:
-/// - the caller's identity, which row-level security reads;
+/// The server's own statement that opens every call with the caller's
+/// identity, the caller's id going as its bind parameter. It must be sent
+/// exactly so: the database signs the identity only for this text (see
+/// `migrations/V5__unforgeable_identity.sql`), so no SQL running inside a
+/// call can claim another identity.
+pub const OPEN_CALL: &str = "SELECT sqlmcp_identity.open_call($1)";
+
+/// Sets `caller` as the identity of the transaction `client` is in: one
+/// round trip. The server pipelines it instead ([`in_call_transaction`]).
+pub async fn set_caller(
+    client: &impl tokio_postgres::GenericClient,
+    caller: &crate::caller::CallerId,
+) -> Result<(), tokio_postgres::Error> {
+    client.execute(OPEN_CALL, &[&caller.to_string()]).await?;
+    Ok(())
+}
+
+/// The statement that sets a tool call's other settings,
+/// transaction-locally (`set_config(…, true)`), so nothing survives on a
+/// pooled connection:
 /// - `statement_timeout`;
 /// - `hnsw.iterative_scan`: an HNSW index scan goes on past `ef_search`
 ///   candidates until the LIMIT is met, in exact order; without it a
@@ -60,17 +77,11 @@ pub const DEFAULT_STATEMENT_TIMEOUT: std::time::Duration = std::time::Duration::
 ///   would scan what a plan for the actual values skips;
 /// - then `extra`.
 ///
-/// The values are literals, so the statement goes as a simple query: one
-/// round trip, which can be pipelined with the query that follows. The
-/// identity is a validated UUID and the other values come from this
-/// program; they are quoted all the same.
-pub fn call_settings(
-    caller: &crate::caller::CallerId,
-    statement_timeout: std::time::Duration,
-    extra: &[(&str, String)],
-) -> String {
+/// The values come from this program and are literals, so the statement
+/// goes as a simple query with `BEGIN`: one message, which can be pipelined
+/// with what follows. They are quoted all the same.
+pub fn call_settings(statement_timeout: std::time::Duration, extra: &[(&str, String)]) -> String {
     let fixed = [
-        ("app.current_rls_user_id", caller.to_string()),
         (
             "statement_timeout",
             format!("{}ms", statement_timeout.as_millis()),
@@ -93,17 +104,11 @@ pub fn call_settings(
     format!("SELECT {}", calls.join(", "))
 }
 
-/// `BEGIN READ ONLY` and [`call_settings`] as one simple query: a curated
-/// call's transaction opened in one round trip, which the query can follow
-/// without waiting.
-pub fn begin_read_only(
-    caller: &crate::caller::CallerId,
-    statement_timeout: std::time::Duration,
-    extra: &[(&str, String)],
-) -> String {
+/// `BEGIN READ ONLY` and [`call_settings`] as one simple query.
+pub fn begin_read_only(statement_timeout: std::time::Duration, extra: &[(&str, String)]) -> String {
     format!(
         "BEGIN READ ONLY; {}",
-        call_settings(caller, statement_timeout, extra)
+        call_settings(statement_timeout, extra)
     )
 }
 
@@ -112,18 +117,54 @@ fn quote_literal(value: &str) -> String {
     format!("E'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
 }
 
-/// Opens the read-only transaction a tool call runs in, with the settings
-/// of [`call_settings`] (and `extra`) in place: two round trips.
-pub async fn begin_with<'a>(
-    client: &'a mut Client,
+/// Runs `work` inside a call's read-only transaction, opened for `caller`
+/// with [`begin_read_only`] and [`OPEN_CALL`]. The three are pipelined:
+/// `BEGIN` with the settings, then the identity, then the first message
+/// `work` sends, in one round trip once `OPEN_CALL` is prepared on the
+/// connection (`cache`). They reach PostgreSQL in that order because
+/// `join!` polls in order and each sends its first message on its first
+/// poll. If opening fails, the transaction is aborted and `work` fails
+/// with it.
+///
+/// The caller ends the transaction (COMMIT or ROLLBACK).
+pub async fn in_call_transaction<T>(
+    client: &deadpool_postgres::ClientWrapper,
+    cache: bool,
     caller: &crate::caller::CallerId,
     statement_timeout: std::time::Duration,
     extra: &[(&str, String)],
-) -> Result<tokio_postgres::Transaction<'a>, tokio_postgres::Error> {
-    let tx = client.build_transaction().read_only(true).start().await?;
-    tx.batch_execute(&call_settings(caller, statement_timeout, extra))
-        .await?;
-    Ok(tx)
+    work: impl std::future::Future<Output = T>,
+) -> (Result<(), tokio_postgres::Error>, T) {
+    let begin = begin_read_only(statement_timeout, extra);
+    let id = caller.to_string();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&id];
+    if cache {
+        let open = match client.prepare_cached(OPEN_CALL).await {
+            Ok(open) => open,
+            Err(err) => {
+                // still open a transaction, so that `work` fails inside it
+                // and the caller's ROLLBACK has one to end
+                let _ = client.batch_execute("BEGIN READ ONLY").await;
+                return (Err(err), work.await);
+            }
+        };
+        let (began, opened, output) = tokio::join!(
+            client.batch_execute(&begin),
+            client.execute(&open, &params),
+            work
+        );
+        (began.and(opened.map(drop)), output)
+    } else {
+        // behind a transaction-pooling PgBouncer, a statement must be
+        // prepared inside the transaction that runs it
+        let began = client.batch_execute(&begin).await;
+        let open = match client.prepare(OPEN_CALL).await {
+            Ok(open) => open,
+            Err(err) => return (began.and(Err(err)), work.await),
+        };
+        let (opened, output) = tokio::join!(client.execute(&open, &params), work);
+        (began.and(opened.map(drop)), output)
+    }
 }
 
 /// A connection pool whose callers wait at most `wait` for a connection.
@@ -309,17 +350,13 @@ mod tests {
 
     #[test]
     fn call_settings_are_transaction_local_quoted_literals() {
-        let caller =
-            crate::caller::CallerId::parse("f47ac10b-58cc-4372-a567-0e02b2c3d479").unwrap();
         let sql = call_settings(
-            &caller,
             std::time::Duration::from_millis(1500),
             &[("search_path", "retail, public".to_owned())],
         );
         assert_eq!(
             sql,
-            "SELECT set_config(E'app.current_rls_user_id', E'f47ac10b-58cc-4372-a567-0e02b2c3d479', true), \
-             set_config(E'statement_timeout', E'1500ms', true), \
+            "SELECT set_config(E'statement_timeout', E'1500ms', true), \
              set_config(E'hnsw.iterative_scan', E'strict_order', true), \
              set_config(E'plan_cache_mode', E'force_custom_plan', true), \
              set_config(E'search_path', E'retail, public', true)"

@@ -372,11 +372,7 @@ fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 /// that row-level security hides nothing.
 pub async fn checksums(client: &mut Client) -> Result<Vec<TableChecksum>> {
     let tx = client.build_transaction().read_only(true).start().await?;
-    tx.execute(
-        "SELECT set_config('app.current_rls_user_id', $1, true)",
-        &[&HEAD_OFFICE_ID],
-    )
-    .await?;
+    crate::db::set_caller(&tx, &crate::caller::HEAD_OFFICE).await?;
     let mut sums = Vec::with_capacity(TABLES.len());
     for (table, key) in TABLES {
         sums.push(table_checksum(&tx, table, key).await?);

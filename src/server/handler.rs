@@ -137,7 +137,7 @@ fn context(state: &State) -> ToolContext<'_> {
     ToolContext {
         embedder: state.embedder.as_deref(),
         schemas: Some(&state.schemas),
-        sql_catalogue: Some(&state.sql_catalogue),
+        sql_names: Some(&state.sql_names),
         raw_sql_limits: state.raw_sql,
         max_rows: state.max_rows,
         statement_timeout: state.statement_timeout,

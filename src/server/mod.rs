@@ -73,7 +73,7 @@ pub struct State {
     pub schemas: crate::tools::table_schemas::Cache,
     /// The tool catalogue as MCP lists it, built once.
     pub tools: Arc<Vec<rmcp::model::Tool>>,
-    pub sql_catalogue: crate::tools::raw_sql::CatalogueCache,
+    pub sql_names: crate::tools::raw_sql::NamesCache,
     pub raw_sql: crate::tools::raw_sql::Limits,
     pub embedder: Option<Arc<dyn Embedder>>,
     pub statement_cache: bool,
@@ -126,7 +126,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         max_rows: settings.max_rows,
         schemas: Default::default(),
         tools: Arc::new(handler::catalogue()),
-        sql_catalogue: Default::default(),
+        sql_names: Default::default(),
         raw_sql: settings.raw_sql,
         embedder: settings.embedder.clone(),
         statement_cache: settings.statement_cache,

@@ -1,12 +1,24 @@
 //! Which raw SQL `execute_sales_query` may run, decided with PostgreSQL's own
-//! grammar (libpg_query): exactly one `SELECT` (or `EXPLAIN` without `ANALYZE`
-//! of one), reading only `retail` relations and calling only functions that
-//! cannot change anything. The result is a [`ReadOnlySql`], the only thing
-//! the raw-SQL tool executes.
+//! grammar (libpg_query): exactly one `SELECT` (or `EXPLAIN (COSTS OFF)` of
+//! one), reading only `retail` relations and reaching only the functions,
+//! types and operators of the reviewed allow-lists in [`allowed`], by
+//! whatever syntax reaches them. The result is a [`ReadOnlySql`], the only
+//! thing the raw-SQL tool executes, and it executes its bytes unchanged.
+//!
+//! Every node of the parse tree is visited, and every node type is
+//! classified in [`nodes`]: one that may reach a function (a call, a
+//! column reference or field selection that can name a function, an
+//! operator, a type) is checked; one that has no business in a query is
+//! refused; one not classified is refused too, so a parser upgrade cannot
+//! open a path silently.
 //!
 //! This is one layer of several: the statement also runs as a role that may
-//! only read, in a read-only transaction that is rolled back, under
-//! row-level security and timeouts, each of which holds on its own.
+//! only read, in a read-only transaction that is rolled back, under an
+//! identity no SQL can forge, a deadline and result caps; the README says
+//! what each layer stops on its own.
+
+pub mod allowed;
+mod nodes;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
@@ -16,18 +28,52 @@ use serde_json::Value;
 /// A statement the policy accepted; only [`check`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadOnlySql {
-    sql: String,
+    /// The text as the caller sent it.
+    text: String,
+    /// Where the statement lies in `text`: its bytes, without a trailing
+    /// `;` and what follows it (whitespace and comments only).
+    statement: std::ops::Range<usize>,
     explain: bool,
 }
 
 impl ReadOnlySql {
-    pub fn sql(&self) -> &str {
-        &self.sql
+    /// The text exactly as checked.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The statement's own bytes within [`Self::text`], exactly as the
+    /// parser delimited them, for running it as a subquery.
+    pub fn statement(&self) -> &str {
+        &self.text[self.statement.clone()]
     }
 
     /// An `EXPLAIN`, whose result is a plan rather than rows of data.
     pub fn is_explain(&self) -> bool {
         self.explain
+    }
+
+    /// A statement that was NOT checked, for the tests that prove the
+    /// database layers hold without the policy. Text that does not parse
+    /// as one statement is passed whole.
+    #[doc(hidden)]
+    pub fn unchecked_for_tests(sql: &str) -> ReadOnlySql {
+        let parsed = pg_query::parse(sql, pg_query::ParserOptions::default()).ok();
+        let (statement, explain) = match parsed.as_ref().map(|p| p.protobuf.stmts.as_slice()) {
+            Some([one]) => (
+                statement_range(sql, one),
+                matches!(
+                    one.stmt.as_ref().and_then(|s| s.node.as_ref()),
+                    Some(pg_query::NodeEnum::ExplainStmt(_))
+                ),
+            ),
+            _ => (0..sql.len(), false),
+        };
+        ReadOnlySql {
+            text: sql.to_owned(),
+            statement,
+            explain,
+        }
     }
 }
 
@@ -63,105 +109,64 @@ fn refuse<T>(rule: impl Into<String>, location: Option<i64>) -> Result<T, Violat
     Err(violation(rule, location))
 }
 
-/// What the database says about functions and relations; see
-/// [`crate::tools::raw_sql`] for how it is loaded and refreshed.
+fn unknown<T>(rule: impl Into<String>, location: Option<i64>) -> Result<T, Violation> {
+    Err(Violation {
+        unknown_name: true,
+        ..violation(rule, location)
+    })
+}
+
+/// The schemas a query's unqualified names resolve in, in PostgreSQL's
+/// order: `pg_catalog` is always searched first, then the pinned
+/// `search_path` (`retail, public`; see `tools::raw_sql::settings`).
+pub const SEARCH_PATH: [&str; 3] = ["pg_catalog", "retail", "public"];
+
+/// What the database says about the names a query may use; read by
+/// [`crate::tools::raw_sql`] and refreshed when a name is unknown.
 #[derive(Debug, Default, Clone)]
-pub struct Catalogue {
-    /// Function name → is every overload of that name non-volatile?
-    pub functions: HashMap<String, bool>,
-    /// Relations of the `retail` schema that may be read.
+pub struct DatabaseNames {
+    /// Function name → the schemas of [`SEARCH_PATH`] that have a function
+    /// of that name.
+    pub functions: HashMap<String, BTreeSet<String>>,
+    /// Operator name → the functions that implement operators of that
+    /// name in [`SEARCH_PATH`] and are not immutable (most sets are empty).
+    pub operators: HashMap<String, BTreeSet<String>>,
+    /// Relations of the `retail` schema that may be read (also the names of
+    /// their row types).
     pub retail_relations: BTreeSet<String>,
-    /// Relation names elsewhere (pg_catalog, public, …), which a CTE may not
-    /// shadow.
+    /// Relations of `pg_catalog`, which an unqualified name reaches first.
+    pub system_relations: BTreeSet<String>,
+    /// Relation names everywhere else, which a CTE may not take either.
     pub other_relations: BTreeSet<String>,
 }
 
-/// Functions refused whatever the catalogue says: side effects, file and
-/// network access, other sessions, configuration, or SQL run from a string.
-const DENIED_FUNCTION_PREFIXES: &[&str] = &[
-    "pg_read_",
-    "pg_ls_",
-    "pg_stat_file",
-    "pg_file",
-    "lo_",
-    "dblink",
-    "pg_advisory",
-    "pg_try_advisory",
-    "pg_terminate_backend",
-    "pg_cancel_backend",
-    "pg_reload_conf",
-    "pg_rotate_logfile",
-    "pg_switch_wal",
-    "pg_create_",
-    "pg_drop_",
-    "pg_replication_",
-    "pg_logical_",
-    "pg_promote",
-    "pg_sleep",
-    "set_config",
-    "nextval",
-    "setval",
-    "currval",
-    "lastval",
-    "txid_current",
-    "pg_current_xact_id",
-    "pg_export_snapshot",
-    "pg_notify",
-    "pg_log_",
-    "pg_import_",
-    "binary_upgrade_",
-    "query_to_xml",
-    "cursor_to_xml",
-    "table_to_xml",
-    "schema_to_xml",
-    "database_to_xml",
-    "ts_stat",
-    "pg_stat_reset",
-    "pg_backup",
-    "pg_start_backup",
-    "pg_stop_backup",
-    "pg_wal_replay",
-    "pg_sequence_",
-    "setseed",
-    "pg_snapshot",
-    "pg_xact_",
-    "pg_visible_in_snapshot",
-    "pg_relation_filenode",
-    "current_setting",
-    "pg_settings",
-    "xmlexists",
-];
-
-/// Volatile functions that are nonetheless harmless, reviewed one by one.
-const ALLOWED_VOLATILE: &[&str] = &[
-    "random",
-    "random_normal",
-    "gen_random_uuid",
-    "clock_timestamp",
-    "timeofday",
-];
-
-/// Statement kinds with no business in a query, wherever they appear
-/// (data-modifying CTEs, `EXPLAIN` of a write, …).
-const FORBIDDEN_NODES: &[(&str, &str)] = &[
-    ("InsertStmt", "INSERT not allowed"),
-    ("UpdateStmt", "UPDATE not allowed"),
-    ("DeleteStmt", "DELETE not allowed"),
-    ("MergeStmt", "MERGE not allowed"),
-    ("IntoClause", "SELECT … INTO not allowed"),
-    (
-        "LockingClause",
-        "locking clause (FOR UPDATE/SHARE) not allowed",
-    ),
-    ("CallStmt", "CALL not allowed"),
-    ("DoStmt", "DO not allowed"),
-    ("CopyStmt", "COPY not allowed"),
-    ("VariableSetStmt", "SET not allowed"),
-    ("TransactionStmt", "transaction control not allowed"),
-];
+/// Statement kinds and clauses with no business in a query, wherever they
+/// appear (data-modifying CTEs, `EXPLAIN` of a write, …), with the word
+/// the refusal names.
+fn refused_node(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "InsertStmt" => "INSERT not allowed",
+        "UpdateStmt" => "UPDATE not allowed",
+        "DeleteStmt" => "DELETE not allowed",
+        "MergeStmt" => "MERGE not allowed",
+        "IntoClause" => "SELECT … INTO not allowed",
+        "LockingClause" => "locking clause (FOR UPDATE/SHARE) not allowed",
+        "CallStmt" => "CALL not allowed",
+        "DoStmt" => "DO not allowed",
+        "CopyStmt" => "COPY not allowed",
+        "VariableSetStmt" => "SET not allowed",
+        "TransactionStmt" => "transaction control not allowed",
+        "ParamRef" => "parameters ($1) not allowed: write the values into the query",
+        "XmlExpr" | "XmlSerialize" | "RangeTableFunc" | "RangeTableFuncCol" => {
+            "XML (xmlparse, xmlelement, xmlserialize, xmltable, …) not allowed: use JSON functions instead"
+        }
+        _ => return None,
+    })
+}
 
 /// Checks `sql` against the policy.
-pub fn check(sql: &str, catalogue: &Catalogue) -> Result<ReadOnlySql, Violation> {
+pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation> {
+    check_identifiers(sql)?;
     let parsed = match pg_query::parse(sql, pg_query::ParserOptions::default()) {
         Ok(parsed) => parsed,
         Err(err) => return refuse(format!("syntax error: {err}"), None),
@@ -187,31 +192,133 @@ pub fn check(sql: &str, catalogue: &Catalogue) -> Result<ReadOnlySql, Violation>
             true
         }
         other => {
+            // SET, RESET, SHOW, … are one node type each for several
+            // keywords: name the statement by its first word
+            let first = sql[statement_range(sql, statement)]
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_uppercase();
             let name = other.trim_end_matches("Stmt").to_uppercase();
-            return refuse(format!("only SELECT or EXPLAIN allowed, not {name}"), None);
+            return refuse(
+                format!("only SELECT or EXPLAIN allowed, not {first} ({name})"),
+                None,
+            );
         }
     };
 
     let mut found = Found::default();
     walk(&tree, &mut found)?;
-    for cte in &found.ctes {
-        if catalogue.other_relations.contains(cte) {
+    for (cte, location) in &found.ctes {
+        if names.system_relations.contains(cte) || names.other_relations.contains(cte) {
             return refuse(
                 format!("WITH query name {cte} shadows a system relation; choose another name"),
-                None,
+                *location,
             );
         }
     }
-    for function in &found.functions {
-        check_function(function, catalogue)?;
-    }
-    for relation in &found.relations {
-        check_relation(relation, &found.ctes, catalogue)?;
+    let ctes: BTreeSet<&str> = found.ctes.iter().map(|(name, _)| name.as_str()).collect();
+    for reach in &found.reaches {
+        match reach {
+            Reach::Function(name, location) => check_function(name, *location, names)?,
+            Reach::Field(name, location) => check_field(name, *location, names)?,
+            Reach::Operator(name, location) => check_operator(name, *location, names)?,
+            Reach::Type(name, location) => check_type(name, *location, names)?,
+            Reach::Relation(name, location) => check_relation(name, *location, &ctes, names)?,
+            Reach::SystemColumn(name, location) => {
+                return refuse(
+                    format!(
+                        "system column {name} not allowed: it describes how rows are stored, which \
+                         reveals rows of stores you may not see"
+                    ),
+                    *location,
+                );
+            }
+            Reach::SessionValue(location) => {
+                return refuse(
+                    "CURRENT_USER, SESSION_USER, CURRENT_CATALOG (current_database) and CURRENT_SCHEMA \
+                     not allowed: they describe the server, not the data",
+                    *location,
+                );
+            }
+            Reach::Sample(name, location) => {
+                if !matches!(name.as_slice(), [m] if m == "bernoulli" || m == "system") {
+                    return refuse(
+                        format!(
+                            "TABLESAMPLE method {} not allowed: use BERNOULLI or SYSTEM",
+                            name.join(".")
+                        ),
+                        *location,
+                    );
+                }
+            }
+        }
     }
     Ok(ReadOnlySql {
-        sql: sql.trim().trim_end_matches(';').trim_end().to_owned(),
+        text: sql.to_owned(),
+        statement: statement_range(sql, statement),
         explain,
     })
+}
+
+/// Refuses a name holding a character that looks like nothing: PostgreSQL
+/// reads a Unicode space (U+00A0, U+2003, …) or a zero-width character as
+/// part of an identifier, so `pg_settings<U+00A0>` is another name than the
+/// one a reader sees.
+fn check_identifiers(sql: &str) -> Result<(), Violation> {
+    if sql.is_ascii() {
+        return Ok(());
+    }
+    let Ok(scanned) = pg_query::scan(sql) else {
+        // the parser reports the same text's error
+        return Ok(());
+    };
+    let identifiers = [
+        pg_query::protobuf::Token::Ident,
+        pg_query::protobuf::Token::Uident,
+    ];
+    for token in &scanned.tokens {
+        if !identifiers.iter().any(|kind| *kind as i32 == token.token) {
+            continue;
+        }
+        let (start, end) = (token.start.max(0) as usize, token.end.max(0) as usize);
+        let Some(text) = sql.get(start..end) else {
+            continue;
+        };
+        if let Some(invisible) = text.chars().find(|c| is_invisible(*c)) {
+            return refuse(
+                format!(
+                    "the name {text:?} holds U+{:04X}, an invisible character that PostgreSQL reads \
+                     as part of the name; remove it",
+                    invisible as u32
+                ),
+                Some(i64::from(token.start)),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Unicode spaces, zero-width and direction marks, and the byte order mark.
+fn is_invisible(c: char) -> bool {
+    (c.is_whitespace() && !c.is_ascii())
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}' | '\u{00AD}')
+}
+
+/// The byte range of `statement` in `sql`, as the parser delimited it.
+fn statement_range(sql: &str, statement: &pg_query::protobuf::RawStmt) -> std::ops::Range<usize> {
+    let start = usize::try_from(statement.stmt_location).unwrap_or(0);
+    let end = match usize::try_from(statement.stmt_len) {
+        // 0: the statement runs to the end of the text
+        Ok(0) | Err(_) => sql.len(),
+        Ok(len) => start + len,
+    };
+    if start <= end && end <= sql.len() && sql.is_char_boundary(start) && sql.is_char_boundary(end)
+    {
+        start..end
+    } else {
+        0..sql.len()
+    }
 }
 
 fn top_level(tree: &Value) -> Result<(&str, &Value), Violation> {
@@ -225,92 +332,150 @@ fn top_level(tree: &Value) -> Result<(&str, &Value), Violation> {
     }
 }
 
+/// `EXPLAIN` of a `SELECT`, without `ANALYZE` (it would run the statement)
+/// and with `COSTS OFF`: cost and row estimates come from statistics of the
+/// whole table, every store's rows included.
 fn check_explain(body: &Value) -> Result<(), Violation> {
-    for option in body["options"].as_array().into_iter().flatten() {
-        let name = option["node"]["DefElem"]["defname"]
-            .as_str()
-            .unwrap_or_default();
-        if name.eq_ignore_ascii_case("analyze") {
-            return refuse(
-                "EXPLAIN ANALYZE not allowed: it runs the statement",
-                option["node"]["DefElem"]["location"].as_i64(),
-            );
-        }
+    let options: Vec<(String, &Value)> = body["options"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|option| {
+            let elem = &option["node"]["DefElem"];
+            let name = elem["defname"].as_str().unwrap_or_default().to_lowercase();
+            (name, elem)
+        })
+        .collect();
+    if let Some((_, elem)) = options.iter().find(|(name, _)| name == "analyze") {
+        return refuse(
+            "EXPLAIN ANALYZE not allowed: it runs the statement",
+            location(elem),
+        );
     }
     let (inner, _) = top_level(&body["query"])?;
     if inner != "SelectStmt" {
         return refuse("EXPLAIN allowed only of a SELECT", None);
     }
+    let mut costs_off = false;
+    for (name, elem) in &options {
+        match name.as_str() {
+            "costs" => costs_off = option_is_off(elem),
+            "format" | "verbose" | "summary" | "generic_plan" => {}
+            other => {
+                return refuse(
+                    format!(
+                        "EXPLAIN option {} not allowed: use FORMAT, VERBOSE or COSTS OFF",
+                        other.to_uppercase()
+                    ),
+                    location(elem),
+                );
+            }
+        }
+    }
+    if !costs_off {
+        return refuse(
+            "EXPLAIN only with COSTS OFF: write EXPLAIN (COSTS OFF) SELECT …; costs and row estimates \
+             would reveal the volumes of stores you may not see",
+            None,
+        );
+    }
     Ok(())
 }
 
-#[derive(Default)]
-struct Found {
-    functions: Vec<(String, Option<String>, Option<i64>)>,
-    relations: Vec<(Option<String>, String, Option<i64>)>,
-    ctes: BTreeSet<String>,
+/// Whether an EXPLAIN option says off (`COSTS OFF`, `COSTS false`, `COSTS 0`).
+fn option_is_off(elem: &Value) -> bool {
+    let arg = &elem["arg"]["node"];
+    match (arg["String"]["sval"].as_str(), arg["Integer"].as_object()) {
+        (Some(text), _) => matches!(text.to_lowercase().as_str(), "off" | "false"),
+        (None, Some(integer)) => integer.get("ival").and_then(Value::as_i64).unwrap_or(0) == 0,
+        (None, None) => false,
+    }
 }
 
-/// Visits every node of the tree (the serialised parse tree holds all of
-/// them, so nothing can hide from this walk).
+/// A name the query reaches, to be checked against the database's names.
+enum Reach {
+    /// A function called by name: `[schema.]name`.
+    Function(Vec<String>, Option<i64>),
+    /// A field selection (`t.x`, `(expr).x`): a column or field, or a
+    /// function applied to the value on its left.
+    Field(String, Option<i64>),
+    /// An operator: `[schema.]name`.
+    Operator(Vec<String>, Option<i64>),
+    /// A type: `[schema.]name`.
+    Type(Vec<String>, Option<i64>),
+    /// A relation: `[schema.]name`.
+    Relation(Vec<String>, Option<i64>),
+    /// A TABLESAMPLE method.
+    Sample(Vec<String>, Option<i64>),
+    /// A system column (`ctid`, `xmin`, …).
+    SystemColumn(String, Option<i64>),
+    /// `CURRENT_USER`, `SESSION_USER`, `CURRENT_CATALOG`, … .
+    SessionValue(Option<i64>),
+}
+
+/// System columns describe where and when rows were stored: gaps in `ctid`
+/// or a `xmin` show rows of other stores that row-level security hides.
+const SYSTEM_COLUMNS: &[&str] = &["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
+
+/// The SQL value functions a query may use: dates and times. The others
+/// (`CURRENT_USER`, `SESSION_USER`, `CURRENT_CATALOG`, `CURRENT_SCHEMA`)
+/// describe the server, not the data.
+const DATE_TIME_VALUES: &[pg_query::protobuf::SqlValueFunctionOp] = {
+    use pg_query::protobuf::SqlValueFunctionOp::*;
+    &[
+        SvfopCurrentDate,
+        SvfopCurrentTime,
+        SvfopCurrentTimeN,
+        SvfopCurrentTimestamp,
+        SvfopCurrentTimestampN,
+        SvfopLocaltime,
+        SvfopLocaltimeN,
+        SvfopLocaltimestamp,
+        SvfopLocaltimestampN,
+    ]
+};
+
+#[derive(Default)]
+struct Found {
+    reaches: Vec<Reach>,
+    ctes: Vec<(String, Option<i64>)>,
+}
+
+/// The `sval`s of a list of `String` nodes, exactly: the parser has folded
+/// unquoted names to lower case already, and a quoted name means exactly
+/// what it says (`"PG_SLEEP"` is not `pg_sleep`).
+fn names_of(list: &Value) -> Vec<String> {
+    list.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["node"]["String"]["sval"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Visits every node of the tree: the serialised parse tree holds all of
+/// them, so nothing can hide from this walk.
 fn walk(value: &Value, found: &mut Found) -> Result<(), Violation> {
     match value {
         Value::Array(items) => items.iter().try_for_each(|item| walk(item, found)),
         Value::Object(map) => {
             for (key, child) in map {
-                if let Some((_, rule)) = FORBIDDEN_NODES.iter().find(|(node, _)| node == key) {
-                    return refuse(*rule, child["location"].as_i64());
+                if nodes::is_node_name(key) {
+                    visit_node(key, child, found)?;
+                } else if child.get("node").is_none() {
+                    // a message held directly by a field, not as a node
+                    if nodes::TYPE_NAME_FIELDS.contains(&key.as_str())
+                        && child.get("names").is_some()
+                    {
+                        reaches("TypeName", child, found);
+                    } else if nodes::RANGE_VAR_FIELDS.contains(&key.as_str())
+                        && child.get("relname").is_some()
+                    {
+                        reaches("RangeVar", child, found);
+                    }
                 }
                 // SELECT … INTO is a field of SelectStmt, not a node of its own
                 if key == "into_clause" && !child.is_null() {
                     return refuse("SELECT … INTO not allowed", None);
-                }
-                match key.as_str() {
-                    "FuncCall" => {
-                        let names: Vec<String> = child["funcname"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter_map(|n| {
-                                n["node"]["String"]["sval"].as_str().map(str::to_lowercase)
-                            })
-                            .collect();
-                        let (schema, name) = match names.as_slice() {
-                            [name] => (None, name.clone()),
-                            [schema, name] => (Some(schema.clone()), name.clone()),
-                            _ => {
-                                return refuse(
-                                    format!("function name {} not allowed", names.join(".")),
-                                    child["location"].as_i64(),
-                                );
-                            }
-                        };
-                        found
-                            .functions
-                            .push((name, schema, child["location"].as_i64()));
-                    }
-                    "RangeVar" => {
-                        let schema = child["schemaname"]
-                            .as_str()
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_lowercase);
-                        if child["catalogname"].as_str().is_some_and(|c| !c.is_empty()) {
-                            return refuse(
-                                "database-qualified names not allowed",
-                                child["location"].as_i64(),
-                            );
-                        }
-                        let name = child["relname"].as_str().unwrap_or_default().to_lowercase();
-                        found
-                            .relations
-                            .push((schema, name, child["location"].as_i64()));
-                    }
-                    "CommonTableExpr" => {
-                        if let Some(name) = child["ctename"].as_str() {
-                            found.ctes.insert(name.to_lowercase());
-                        }
-                    }
-                    _ => {}
                 }
                 walk(child, found)?;
             }
@@ -320,35 +485,307 @@ fn walk(value: &Value, found: &mut Found) -> Result<(), Violation> {
     }
 }
 
-fn check_relation(
-    (schema, name, location): &(Option<String>, String, Option<i64>),
-    ctes: &BTreeSet<String>,
-    catalogue: &Catalogue,
+fn location(body: &Value) -> Option<i64> {
+    body["location"].as_i64()
+}
+
+fn visit_node(kind: &str, body: &Value, found: &mut Found) -> Result<(), Violation> {
+    if let Some(rule) = refused_node(kind) {
+        return refuse(rule, location(body));
+    }
+    match nodes::class_of(kind) {
+        NodeClass::Structure => Ok(()),
+        NodeClass::Refused => refuse(format!("{kind} not allowed in a query"), location(body)),
+        NodeClass::Reaches => {
+            reaches(kind, body, found);
+            Ok(())
+        }
+    }
+}
+
+/// The names a node of class [`NodeClass::Reaches`] may resolve to a
+/// function (directly, or through an operator or a type's input and cast
+/// functions) or a relation.
+fn reaches(kind: &str, body: &Value, found: &mut Found) {
+    let at = location(body);
+    let push = |found: &mut Found, reach| found.reaches.push(reach);
+    match kind {
+        "FuncCall" => push(found, Reach::Function(names_of(&body["funcname"]), at)),
+        "ColumnRef" => {
+            // `a.b.c`: every field after the first may be a function applied
+            // to what precedes it (`t.f` is f(t)); a bare `a` is a column
+            let fields = names_of(&body["fields"]);
+            if let Some(system) = fields.iter().find(|f| SYSTEM_COLUMNS.contains(&f.as_str())) {
+                push(found, Reach::SystemColumn(system.clone(), at));
+            }
+            for field in fields.into_iter().skip(1) {
+                push(found, Reach::Field(field, at));
+            }
+        }
+        "SqlvalueFunction" => {
+            let op = body["op"].as_i64().unwrap_or_default();
+            if !DATE_TIME_VALUES.iter().any(|allowed| *allowed as i64 == op) {
+                push(found, Reach::SessionValue(at));
+            }
+        }
+        "AIndirection" => {
+            for field in names_of(&body["indirection"]) {
+                push(found, Reach::Field(field, location(&body["arg"])));
+            }
+        }
+        // BETWEEN's "name" is the keyword; it compares with the type's own
+        // btree operators, as ORDER BY does
+        "AExpr" if body["kind"].as_i64().is_some_and(is_between) => {}
+        "AExpr" => push(found, Reach::Operator(names_of(&body["name"]), at)),
+        "SubLink" => {
+            let operator = names_of(&body["oper_name"]);
+            if !operator.is_empty() {
+                push(found, Reach::Operator(operator, at));
+            }
+        }
+        "SortBy" => {
+            let operator = names_of(&body["use_op"]);
+            if !operator.is_empty() {
+                push(found, Reach::Operator(operator, at));
+            }
+        }
+        "TypeName" => push(found, Reach::Type(names_of(&body["names"]), at)),
+        "RangeVar" => {
+            let mut name = Vec::new();
+            for part in ["catalogname", "schemaname", "relname"] {
+                if let Some(text) = body[part].as_str().filter(|s| !s.is_empty()) {
+                    name.push(text.to_owned());
+                }
+            }
+            push(found, Reach::Relation(name, at));
+        }
+        "CommonTableExpr" => {
+            if let Some(name) = body["ctename"].as_str() {
+                found.ctes.push((name.to_owned(), at));
+            }
+        }
+        "RangeTableSample" => push(found, Reach::Sample(names_of(&body["method"]), at)),
+        _ => unreachable!("every Reaches node is handled: {kind}"),
+    }
+}
+
+fn is_between(kind: i64) -> bool {
+    use pg_query::protobuf::AExprKind;
+    [
+        AExprKind::AexprBetween,
+        AExprKind::AexprNotBetween,
+        AExprKind::AexprBetweenSym,
+        AExprKind::AexprNotBetweenSym,
+    ]
+    .iter()
+    .any(|between| *between as i64 == kind)
+}
+
+fn shown(name: &[String]) -> String {
+    name.join(".")
+}
+
+fn check_function(
+    name: &[String],
+    location: Option<i64>,
+    names: &DatabaseNames,
 ) -> Result<(), Violation> {
-    let allowed = match schema.as_deref() {
-        Some("retail") => catalogue.retail_relations.contains(name),
-        Some(_) => false,
-        None => catalogue.retail_relations.contains(name) || ctes.contains(name),
+    let (schema, function) = match name {
+        [function] => (None, function.as_str()),
+        [schema, function] => (Some(schema.as_str()), function.as_str()),
+        _ => {
+            return refuse(format!("function {} not allowed", shown(name)), location);
+        }
+    };
+    let Some(schemas) = names.functions.get(function) else {
+        return unknown(
+            format!("function {} does not exist or is not allowed", shown(name)),
+            location,
+        );
+    };
+    // the schemas the call can resolve in: the one named, or every one on
+    // the search path that has a function of this name
+    let candidates: Vec<&str> = match schema {
+        Some(schema) => vec![schema],
+        None => schemas.iter().map(String::as_str).collect(),
+    };
+    for schema in candidates {
+        if !function_allowed(schema, function) {
+            return refuse(
+                format!(
+                    "function {} is not allowed{}",
+                    shown(name),
+                    suggestion(function)
+                        .map(|s| format!(": {s}"))
+                        .unwrap_or_default()
+                ),
+                location,
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Functions of schema `retail` a query may call: none. The policies'
+/// helpers there answer only for the caller's own identity, but a query has
+/// no need of them.
+const RETAIL_FUNCTIONS: &[&str] = &[];
+
+/// What to use instead of a function an analyst may miss.
+fn suggestion(function: &str) -> Option<&'static str> {
+    Some(match function {
+        "current_setting" | "set_config" => "settings can be neither read nor changed",
+        "pg_sleep" | "pg_sleep_for" | "pg_sleep_until" => "a query may not wait",
+        "version" | "current_user" | "session_user" | "current_database" | "current_schema" => {
+            "the server's details are not part of the data"
+        }
+        "pg_typeof" => return None,
+        "pg_column_size" | "pg_relation_size" | "pg_total_relation_size" | "pg_table_size" => {
+            "sizes describe every store's rows; use octet_length() on a value"
+        }
+        "ts_stat" | "ts_rewrite" | "query_to_xml" => "it runs SQL from a string",
+        "to_regclass" | "to_regtype" | "to_regproc" | "format_type" => {
+            "it looks names up in the system catalogue"
+        }
+        "txid_current" | "pg_current_xact_id" => "transaction ids are not part of the data",
+        "nextval" | "currval" | "setval" | "lastval" => "sequences may not be used",
+        _ if function.starts_with("pg_stat") => "statistics describe every store's rows",
+        _ if function.contains("advisory") => "a query may not take locks",
+        _ => return None,
+    })
+}
+
+fn function_allowed(schema: &str, function: &str) -> bool {
+    match schema {
+        "pg_catalog" => allowed::FUNCTIONS.contains(&function),
+        "public" => allowed::VECTOR_FUNCTIONS.contains(&function),
+        "retail" => RETAIL_FUNCTIONS.contains(&function),
+        _ => false,
+    }
+}
+
+/// `x.name` or `(x).name`: a column or a field when one is so named;
+/// otherwise PostgreSQL calls the function `name` on `x`. Any name that is
+/// a function on the search path must be one that may be called.
+fn check_field(name: &str, location: Option<i64>, names: &DatabaseNames) -> Result<(), Violation> {
+    let Some(schemas) = names.functions.get(name) else {
+        return Ok(());
+    };
+    if schemas.iter().all(|schema| function_allowed(schema, name)) {
+        return Ok(());
+    }
+    refuse(
+        format!(
+            "function {name} is not allowed (here `.{name}` would call it on the value before \
+             the dot; if you meant a column, rename it)"
+        ),
+        location,
+    )
+}
+
+fn check_operator(
+    name: &[String],
+    location: Option<i64>,
+    names: &DatabaseNames,
+) -> Result<(), Violation> {
+    let (schema, operator) = match name {
+        [operator] => (None, operator.as_str()),
+        [schema, operator] => (Some(schema.as_str()), operator.as_str()),
+        _ => return refuse(format!("operator {} not allowed", shown(name)), location),
+    };
+    if schema.is_some_and(|s| !SEARCH_PATH.contains(&s)) {
+        return refuse(format!("operator {} not allowed", shown(name)), location);
+    }
+    let Some(non_immutable) = names.operators.get(operator) else {
+        return unknown(
+            format!("operator {} does not exist or is not allowed", shown(name)),
+            location,
+        );
+    };
+    match non_immutable
+        .iter()
+        .find(|function| !allowed::NON_IMMUTABLE_OPERATORS_ALLOWED.contains(&function.as_str()))
+    {
+        None => Ok(()),
+        Some(function) => refuse(
+            format!(
+                "operator {} is not allowed (it calls {function})",
+                shown(name)
+            ),
+            location,
+        ),
+    }
+}
+
+fn check_type(
+    name: &[String],
+    location: Option<i64>,
+    names: &DatabaseNames,
+) -> Result<(), Violation> {
+    let allowed = match name {
+        [ty] | [_, ty] if allowed::TYPES.contains(&ty.as_str()) => {
+            name.len() == 1 || SEARCH_PATH.contains(&name[0].as_str())
+        }
+        // the row type of a retail table
+        [ty] | [_, ty] if names.retail_relations.contains(ty) => {
+            name.len() == 1 || name[0] == "retail"
+        }
+        _ => false,
     };
     if allowed {
         return Ok(());
     }
-    let shown = schema
-        .as_ref()
-        .map_or(name.clone(), |s| format!("{s}.{name}"));
-    let known =
-        catalogue.retail_relations.contains(name) || catalogue.other_relations.contains(name);
+    let ty = name.last().map(String::as_str).unwrap_or_default();
+    refuse(
+        format!(
+            "type {ty} not allowed{}",
+            if ty.starts_with("reg") || ty == "oid" {
+                ": it looks names up in the system catalogue"
+            } else {
+                ": use an ordinary type (text, integer, numeric, date, timestamp, jsonb, …)"
+            }
+        ),
+        location,
+    )
+}
+
+fn check_relation(
+    name: &[String],
+    location: Option<i64>,
+    ctes: &BTreeSet<&str>,
+    names: &DatabaseNames,
+) -> Result<(), Violation> {
+    let allowed = match name {
+        [schema, relation] if schema == "retail" => names.retail_relations.contains(relation),
+        // resolved as PostgreSQL will: a WITH query in the statement, then
+        // pg_catalog, then retail (the pinned search_path)
+        [relation] if ctes.contains(relation.as_str()) => true,
+        [relation] if names.system_relations.contains(relation) => false,
+        [relation] if names.retail_relations.contains(relation) => true,
+        [_, _, _] => {
+            return refuse("database-qualified names not allowed", location);
+        }
+        _ => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    let shown = shown(name);
+    let relation = name.last().map(String::as_str).unwrap_or_default();
+    let known = names.retail_relations.contains(relation)
+        || names.system_relations.contains(relation)
+        || names.other_relations.contains(relation);
     let refused = violation(
         format!(
             "relation {shown} not allowed: only the retail tables may be read ({})",
-            catalogue
+            names
                 .retail_relations
                 .iter()
                 .map(|r| format!("retail.{r}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        *location,
+        location,
     );
     Err(Violation {
         unknown_name: !known,
@@ -356,32 +793,4 @@ fn check_relation(
     })
 }
 
-fn check_function(
-    (name, schema, location): &(String, Option<String>, Option<i64>),
-    catalogue: &Catalogue,
-) -> Result<(), Violation> {
-    if let Some(schema) = schema.as_deref().filter(|s| *s != "pg_catalog") {
-        return refuse(
-            format!("function {schema}.{name} not allowed: only built-in functions may be called"),
-            *location,
-        );
-    }
-    if ALLOWED_VOLATILE.contains(&name.as_str()) {
-        return Ok(());
-    }
-    let denied = DENIED_FUNCTION_PREFIXES
-        .iter()
-        .any(|prefix| name.starts_with(prefix));
-    match catalogue.functions.get(name) {
-        Some(false) => refuse(format!("function {name} is volatile"), *location),
-        _ if denied => refuse(format!("function {name} is not allowed"), *location),
-        Some(true) => Ok(()),
-        None => Err(Violation {
-            unknown_name: true,
-            ..violation(
-                format!("function {name} does not exist or is not allowed"),
-                *location,
-            )
-        }),
-    }
-}
+pub use nodes::{ALL_NODE_NAMES, NodeClass, class_of};

@@ -153,8 +153,8 @@ pub struct ToolContext<'a> {
     pub embedder: Option<&'a dyn Embedder>,
     /// Table descriptions, read once per process.
     pub schemas: Option<&'a table_schemas::Cache>,
-    /// What raw SQL may name, read from the catalogue and cached.
-    pub sql_catalogue: Option<&'a raw_sql::CatalogueCache>,
+    /// The database's names raw SQL is judged against, cached.
+    pub sql_names: Option<&'a raw_sql::NamesCache>,
     pub raw_sql_limits: raw_sql::Limits,
     /// Rows returned at most; more set `truncated`.
     pub max_rows: usize,
@@ -174,7 +174,7 @@ impl Default for ToolContext<'_> {
         ToolContext {
             embedder: None,
             schemas: None,
-            sql_catalogue: None,
+            sql_names: None,
             raw_sql_limits: raw_sql::Limits::default(),
             max_rows: 1_000,
             statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
@@ -223,7 +223,7 @@ enum InTransaction {
 }
 
 /// Runs a prepared call as `caller`, in one read-only transaction with the
-/// caller's identity set for that transaction only ([`db::call_settings`]).
+/// caller's identity set for that transaction only ([`db::in_call_transaction`]).
 ///
 /// Two round trips: `BEGIN READ ONLY` with the settings, pipelined with the
 /// query (they go first on the connection, so the query runs in the
@@ -243,24 +243,39 @@ pub async fn execute(
         Prepared::Done(output) => return Ok(output),
         // raw SQL runs in a transaction of its own, always rolled back
         Prepared::RawSql(args) => {
-            let fresh = raw_sql::CatalogueCache::default();
-            let cache = context.sql_catalogue.unwrap_or(&fresh);
-            return raw_sql::call(client, caller, cache, context.raw_sql_limits, args).await;
+            let fresh = raw_sql::NamesCache::default();
+            let names = context.sql_names.unwrap_or(&fresh);
+            return raw_sql::call(
+                client,
+                context.statement_cache,
+                caller,
+                names,
+                context.raw_sql_limits,
+                args,
+            )
+            .await;
         }
         Prepared::Curated(call) => InTransaction::Curated(call),
         Prepared::Schemas(args) => InTransaction::Schemas(args),
     };
-    let begin = db::begin_read_only(caller, context.statement_timeout, &[]);
     let client: &ClientWrapper = client;
     let session = db::Session::new(client, context.statement_cache);
-    let (began, output) = tokio::join!(client.batch_execute(&begin), async {
-        match request {
-            InTransaction::Curated(call) => call.run(&session, context).await,
-            InTransaction::Schemas(args) => {
-                table_schemas::call(&**client, context.schemas, args).await
+    let (began, output) = db::in_call_transaction(
+        client,
+        context.statement_cache,
+        caller,
+        context.statement_timeout,
+        &[],
+        async {
+            match request {
+                InTransaction::Curated(call) => call.run(&session, context).await,
+                InTransaction::Schemas(args) => {
+                    table_schemas::call(&**client, context.schemas, args).await
+                }
             }
-        }
-    });
+        },
+    )
+    .await;
     let succeeded = began.is_ok() && output.is_ok();
     let ended = client
         .batch_execute(if succeeded { "COMMIT" } else { "ROLLBACK" })

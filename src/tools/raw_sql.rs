@@ -14,17 +14,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use deadpool_postgres::ClientWrapper;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
+use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
-use tokio_postgres::{Client, GenericClient};
 
 use super::support::parse_arguments;
 use super::{ToolError, ToolOutput};
 use crate::caller::CallerId;
 use crate::db;
-use crate::sql_policy::{self, Catalogue, ReadOnlySql};
+use crate::sql_policy::{self, DatabaseNames, ReadOnlySql};
 
 pub const NAME: &str = "execute_sales_query";
 pub const TITLE: &str = "Run a read-only SQL query";
@@ -83,67 +84,87 @@ impl Default for Limits {
     }
 }
 
-/// The catalogue the policy judges names against, read from the database
-/// and refreshed when it is older than a minute or a name is unknown.
+/// The names the policy judges a query against, read from the database
+/// and refreshed when they are older than a minute or a name is unknown.
 #[derive(Default)]
-pub struct CatalogueCache(Mutex<Option<(Instant, Arc<Catalogue>)>>);
+pub struct NamesCache(Mutex<Option<(Instant, Arc<DatabaseNames>)>>);
 
-const CATALOGUE_MAX_AGE: Duration = Duration::from_secs(60);
+const NAMES_MAX_AGE: Duration = Duration::from_secs(60);
 
-impl CatalogueCache {
+impl NamesCache {
     async fn get(
         &self,
         client: &impl GenericClient,
         refresh: bool,
-    ) -> Result<Arc<Catalogue>, ToolError> {
+    ) -> Result<Arc<DatabaseNames>, ToolError> {
         let mut slot = self.0.lock().await;
-        if let Some((loaded, catalogue)) = slot.as_ref()
+        if let Some((loaded, names)) = slot.as_ref()
             && !refresh
-            && loaded.elapsed() < CATALOGUE_MAX_AGE
+            && loaded.elapsed() < NAMES_MAX_AGE
         {
-            return Ok(catalogue.clone());
+            return Ok(names.clone());
         }
-        let catalogue = Arc::new(load_catalogue(client).await?);
-        *slot = Some((Instant::now(), catalogue.clone()));
-        Ok(catalogue)
+        let names = Arc::new(load_names(client).await?);
+        *slot = Some((Instant::now(), names.clone()));
+        Ok(names)
     }
 }
 
-/// Reads what the policy needs to know from the catalogue: functions and
-/// their volatility, and the readable relations.
-pub async fn load_catalogue(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
+/// Reads what the policy needs to know of the database: the functions and
+/// operators on the search path, and the relations.
+pub async fn load_names(client: &impl GenericClient) -> Result<DatabaseNames, ToolError> {
     let db = ToolError::from_database;
-    let mut catalogue = Catalogue::default();
+    let schemas: Vec<&str> = sql_policy::SEARCH_PATH.to_vec();
+    let mut names = DatabaseNames::default();
     for row in client
         .query(
-            "SELECT p.proname::text, bool_and(p.provolatile <> 'v' AND p.prokind IN ('f', 'a', 'w')) \
-             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-             WHERE n.nspname = 'pg_catalog' GROUP BY p.proname",
-            &[],
+            "SELECT p.proname::text, array_agg(DISTINCT n.nspname::text) \
+             FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = ANY ($1) GROUP BY p.proname",
+            &[&schemas],
         )
         .await
         .map_err(db)?
     {
-        catalogue.functions.insert(row.get(0), row.get(1));
+        let found: Vec<String> = row.get(1);
+        names
+            .functions
+            .insert(row.get(0), found.into_iter().collect());
     }
     for row in client
         .query(
-            "SELECT n.nspname = 'retail' AND c.relkind IN ('r', 'p', 'v', 'm'), c.relname::text \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT o.oprname::text, \
+                    coalesce(array_agg(DISTINCT p.proname::text) FILTER (WHERE p.provolatile <> 'i'), '{}') \
+             FROM pg_catalog.pg_operator o \
+             JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
+             JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
+             WHERE n.nspname = ANY ($1) GROUP BY o.oprname",
+            &[&schemas],
+        )
+        .await
+        .map_err(db)?
+    {
+        let functions: Vec<String> = row.get(1);
+        names.operators.insert(row.get(0), functions.into_iter().collect());
+    }
+    for row in client
+        .query(
+            "SELECT n.nspname::text, c.relkind IN ('r', 'p', 'v', 'm'), c.relname::text \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
             &[],
         )
         .await
         .map_err(db)?
     {
-        let (readable, name): (bool, String) = (row.get(0), row.get(1));
-        if readable {
-            catalogue.retail_relations.insert(name);
-        } else {
-            catalogue.other_relations.insert(name);
-        }
+        let (schema, readable, name): (String, bool, String) = (row.get(0), row.get(1), row.get(2));
+        match schema.as_str() {
+            "retail" if readable => names.retail_relations.insert(name),
+            "pg_catalog" => names.system_relations.insert(name),
+            _ => names.other_relations.insert(name),
+        };
     }
-    Ok(catalogue)
+    Ok(names)
 }
 
 impl Args {
@@ -168,45 +189,40 @@ fn rejected(rule: impl Into<String>) -> ToolError {
 
 /// Validates `args` against the policy and runs it as `caller`.
 pub async fn call(
-    client: &mut Client,
+    client: &ClientWrapper,
+    statement_cache: bool,
     caller: &CallerId,
-    cache: &CatalogueCache,
+    cache: &NamesCache,
     limits: Limits,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let catalogue = cache.get(&*client, false).await?;
+    let catalogue = cache.get(&**client, false).await?;
     let checked = match sql_policy::check(&args.postgresql_query, &catalogue) {
         Err(violation) if violation.unknown_name => {
             // perhaps created since the catalogue was read: look again once
-            let fresh = cache.get(&*client, true).await?;
+            let fresh = cache.get(&**client, true).await?;
             sql_policy::check(&args.postgresql_query, &fresh)
         }
         other => other,
     }
     .map_err(|violation| rejected(violation.to_string()))?;
-    execute(client, caller, &checked, limits).await
+    run(client, statement_cache, caller, &checked, limits).await
 }
 
 /// Runs a statement WITHOUT the policy. Only for the tests that prove the
-/// database layers (role, read-only transaction, rollback, timeouts) hold on
-/// their own; the server reaches statements only through [`call`].
+/// database layers (identity, role, read-only transaction, rollback,
+/// timeouts, caps) hold on their own; the server reaches statements only
+/// through [`call`]. The text is still parsed, to find the statement in it,
+/// but nothing is refused.
 #[doc(hidden)]
 pub async fn execute_unchecked_for_tests(
-    client: &mut Client,
+    client: &ClientWrapper,
     caller: &CallerId,
     sql: &str,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
-    run(client, caller, sql, false, limits).await
-}
-
-async fn execute(
-    client: &mut Client,
-    caller: &CallerId,
-    sql: &ReadOnlySql,
-    limits: Limits,
-) -> Result<ToolOutput, ToolError> {
-    run(client, caller, sql.sql(), sql.is_explain(), limits).await
+    let unchecked = ReadOnlySql::unchecked_for_tests(sql);
+    run(client, true, caller, &unchecked, limits).await
 }
 
 /// The settings a raw query runs under besides those of every call
@@ -225,76 +241,118 @@ pub fn settings(limits: Limits) -> [(&'static str, String); 3] {
     ]
 }
 
+/// Ends a raw call: nothing it did is kept, and a session-level advisory
+/// lock (which outlives a transaction) is let go, whatever took it.
+const END_RAW_CALL: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
+
 async fn run(
-    client: &mut Client,
+    client: &ClientWrapper,
+    statement_cache: bool,
     caller: &CallerId,
-    sql: &str,
-    explain: bool,
+    sql: &ReadOnlySql,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
-    let tx = db::begin_with(client, caller, limits.statement_timeout, &settings(limits))
-        .await
-        .map_err(ToolError::from_database)?;
-    let outcome = fetch(&tx, sql, explain, limits).await;
+    let (began, outcome) = db::in_call_transaction(
+        client,
+        statement_cache,
+        caller,
+        limits.statement_timeout,
+        &settings(limits),
+        fetch(client, sql, limits),
+    )
+    .await;
     // never commit: whatever the statement did is undone
-    let _ = tx.rollback().await;
-    outcome
+    let ended = client.batch_execute(END_RAW_CALL).await;
+    began.map_err(ToolError::from_database)?;
+    let output = outcome?;
+    ended.map_err(ToolError::from_database)?;
+    Ok(output)
+}
+
+/// The query that runs a checked statement: its own bytes, unchanged, as a
+/// subquery whose rows come back as `row_to_json` text (exact for every
+/// type), each row only while the bytes so far stay within `max_bytes`,
+/// and at most one row more than `max_rows`. So PostgreSQL never sends
+/// more than the caps, however large a value the statement makes: the
+/// first row past the byte cap comes as NULL, and nothing after it is
+/// read. `q.*` is the subquery's row whatever its columns are called.
+fn bounded(statement: &str, limits: Limits) -> String {
+    format!(
+        "SELECT CASE WHEN w.n <= {max_bytes} THEN w.j END \
+         FROM (SELECT r.j, sum(octet_length(r.j)) OVER (ROWS UNBOUNDED PRECEDING) AS n \
+               FROM (SELECT pg_catalog.row_to_json(q.*)::text AS j FROM (\n{statement}\n) AS q) AS r) AS w \
+         LIMIT {limit}",
+        max_bytes = limits.max_bytes,
+        limit = limits.max_rows + 1,
+    )
 }
 
 async fn fetch(
-    tx: &tokio_postgres::Transaction<'_>,
-    sql: &str,
-    explain: bool,
+    client: &ClientWrapper,
+    sql: &ReadOnlySql,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
-    let described = tx.prepare(sql).await.map_err(with_position)?;
+    // the text exactly as checked: names and types of the columns
+    let described = client.prepare(sql.text()).await.map_err(with_position)?;
     let columns: Vec<(String, Type)> = described
         .columns()
         .iter()
         .map(|c| (c.name().to_owned(), c.type_().clone()))
         .collect();
-    // Every type arrives as exact JSON text through row_to_json; a plan is text already.
-    let wrapped = if explain || columns.is_empty() {
-        described
+    let plain = sql.is_explain() || columns.is_empty();
+    let rows = if plain {
+        // a plan is a few lines of text; a row of no columns is empty
+        client.query(&described, &[]).await
     } else {
-        tx.prepare(&format!("SELECT row_to_json(q)::text FROM ({sql}\n) q"))
+        client
+            .query_typed(&bounded(sql.statement(), limits), &[])
             .await
-            .map_err(with_position)?
-    };
-    let portal = tx.bind(&wrapped, &[]).await.map_err(with_position)?;
-    let mut rows: Vec<Value> = Vec::new();
+    }
+    .map_err(with_position)?;
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len().min(limits.max_rows));
     let mut bytes = 0usize;
     let mut truncated = false;
-    'fetch: loop {
-        let chunk = tx.query_portal(&portal, 100).await.map_err(with_position)?;
-        if chunk.is_empty() {
+    for row in rows {
+        if values.len() == limits.max_rows {
+            truncated = true;
             break;
         }
-        for row in chunk {
-            if rows.len() == limits.max_rows {
-                truncated = true;
-                break 'fetch;
-            }
-            let values = if explain || columns.is_empty() {
-                vec![Value::String(
-                    row.try_get::<_, String>(0).unwrap_or_default(),
-                )]
+        let row = if sql.is_explain() {
+            // text, one line a row; or one JSON document (FORMAT JSON)
+            let plan = if columns.first().is_some_and(|(_, ty)| *ty == Type::JSON) {
+                row.try_get::<_, Value>(0)
             } else {
-                let text: String = row.get(0);
-                row_values(&text, &columns)?
-            };
-            let row = Value::Array(values);
-            bytes += row.to_string().len() + 1;
-            if bytes > limits.max_bytes {
-                truncated = true;
-                break 'fetch;
+                row.try_get::<_, String>(0).map(Value::String)
             }
-            rows.push(row);
+            .map_err(ToolError::from_database)?;
+            bytes += plan.to_string().len();
+            Value::Array(vec![plan])
+        } else if columns.is_empty() {
+            Value::Array(Vec::new())
+        } else {
+            match row
+                .try_get::<_, Option<String>>(0)
+                .map_err(ToolError::from_database)?
+            {
+                Some(text) => {
+                    bytes += text.len();
+                    Value::Array(row_values(&text, &columns)?)
+                }
+                None => {
+                    truncated = true;
+                    break;
+                }
+            }
+        };
+        if bytes > limits.max_bytes {
+            truncated = true;
+            break;
         }
+        values.push(row);
     }
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     Ok(ToolOutput {
-        structured: json!({ "c": names, "r": rows, "n": rows.len(), "truncated": truncated }),
+        structured: json!({ "c": names, "r": values, "n": values.len(), "truncated": truncated }),
     })
 }
 
@@ -346,8 +404,22 @@ impl<'de> serde::Deserialize<'de> for Entries {
     }
 }
 
-/// PostgreSQL's message, with where it points.
+/// PostgreSQL's message, with where it points, and what to do about a
+/// column this role may not read.
 fn with_position(err: tokio_postgres::Error) -> ToolError {
+    let hidden_column = err.code()
+        == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
+        && err
+            .as_db_error()
+            .is_some_and(|db| db.message() == "permission denied for table stores");
+    if hidden_column {
+        return ToolError::Database(
+            "permission denied for table stores: its column rls_user_id (a store manager's \
+             credential) may not be read, nor a whole row or * of it; name the columns you need \
+             (store_id, store_name, is_online)"
+                .to_owned(),
+        );
+    }
     let position = err.as_db_error().and_then(|db| match db.position() {
         Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
         _ => None,

@@ -5,6 +5,7 @@ mod codegen;
 mod embeddings;
 mod golden;
 mod helpers;
+mod hostile_corpus;
 mod migrations;
 mod raw_sql;
 mod rls;

@@ -141,12 +141,9 @@ async fn the_app_role_cannot_write_even_as_head_office() {
     for statement in statements {
         // a read-write transaction that commits: the privileges alone must stop it
         let tx = app.transaction().await.unwrap();
-        tx.execute(
-            "SELECT set_config('app.current_rls_user_id', $1, true)",
-            &[&HEAD_OFFICE],
-        )
-        .await
-        .unwrap();
+        tx.execute(sqlmcp::db::OPEN_CALL, &[&HEAD_OFFICE])
+            .await
+            .unwrap();
         let err = tx
             .batch_execute(statement)
             .await
@@ -262,17 +259,12 @@ async fn identity_does_not_leak_across_pooled_transactions() {
                 .await
                 .unwrap();
             if let Some(caller) = caller {
-                tx.execute(
-                    "SELECT set_config('app.current_rls_user_id', $1, true)",
-                    &[&caller],
-                )
-                .await
-                .unwrap();
+                tx.execute(sqlmcp::db::OPEN_CALL, &[&caller]).await.unwrap();
             }
             let row = tx
                 .query_one(
                     "SELECT count(*), pg_backend_pid(), \
-                            coalesce(current_setting('app.current_rls_user_id', true), '') \
+                            split_part(coalesce(current_setting('sqlmcp.caller', true), ''), ':', 1) \
                      FROM retail.orders",
                     &[],
                 )

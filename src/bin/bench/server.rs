@@ -3,8 +3,9 @@
 //! For every workload and concurrency, two runs of the same length:
 //! - **server**: a release `sqlmcp serve` driven over Streamable HTTP;
 //! - **ceiling**: the very same SQL with the same per-call transaction
-//!   (read-only; the settings of `db::call_settings`, and for raw SQL those
-//!   of `raw_sql::settings`, in one statement; then the query; then COMMIT, or
+//!   (`db::in_call_transaction`: read-only, the settings of
+//!   `db::call_settings` and for raw SQL those of `raw_sql::settings`, the
+//!   caller's identity, pipelined with the query; then COMMIT, or
 //!   ROLLBACK for raw SQL), run directly through a tokio-postgres pool of the
 //!   server's size, with statements prepared once per connection. Semantic
 //!   search embeds its text with the same local model in both.
@@ -159,15 +160,14 @@ impl Ceiling {
         let raw = workload == Workload::SalesQuery;
         // the server's own settings, so both sides run under the same ones
         let caller = sqlmcp::caller::CallerId::parse(caller)?;
-        let settings = if raw {
-            let limits = sqlmcp::tools::raw_sql::Limits::default();
-            sqlmcp::db::begin_read_only(
-                &caller,
+        let limits = sqlmcp::tools::raw_sql::Limits::default();
+        let (timeout, settings) = if raw {
+            (
                 limits.statement_timeout,
-                &sqlmcp::tools::raw_sql::settings(limits),
+                sqlmcp::tools::raw_sql::settings(limits).to_vec(),
             )
         } else {
-            sqlmcp::db::begin_read_only(&caller, sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, &[])
+            (sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, Vec::new())
         };
         let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
         // pipelined with the query, as the server does
@@ -225,7 +225,9 @@ impl Ceiling {
             }
             Ok::<_, anyhow::Error>(())
         };
-        let (began, queried) = tokio::join!(client.batch_execute(&settings), query);
+        let (began, queried) =
+            sqlmcp::db::in_call_transaction(&client, true, &caller, timeout, &settings, query)
+                .await;
         began?;
         queried?;
         client
@@ -514,17 +516,17 @@ async fn soak(client: &McpClient, server: &Server, duration: Duration) -> Result
     }))
 }
 
-/// The policy check of [`SALES_QUERY`] alone, against the catalogue.
+/// The policy check of [`SALES_QUERY`] alone, against the database's names.
 async fn time_validator(url: &str) -> Result<(f64, f64)> {
     let config = sqlmcp::db::parse_database_url(url).map_err(anyhow::Error::msg)?;
     let client = sqlmcp::db::connect(&config).await?;
-    let catalogue = sqlmcp::tools::raw_sql::load_catalogue(&*client)
+    let names = sqlmcp::tools::raw_sql::load_names(&*client)
         .await
-        .context("cannot read the catalogue")?;
+        .context("cannot read the database's names")?;
     let mut times = crate::harness::Latencies::default();
     for _ in 0..20_000 {
         let started = Instant::now();
-        let checked = sqlmcp::sql_policy::check(SALES_QUERY, &catalogue);
+        let checked = sqlmcp::sql_policy::check(SALES_QUERY, &names);
         times.record(started.elapsed());
         anyhow::ensure!(checked.is_ok(), "the policy refuses the benchmark's query");
     }
