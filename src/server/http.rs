@@ -70,6 +70,10 @@ async fn authenticate(
         Err(err @ AuthError::MalformedHeader { .. }) => {
             (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
         }
+        Err(err @ AuthError::RepeatedHeader { .. }) => {
+            tracing::info!(error = %err, "refused a request: a repeated identity header");
+            (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+        }
         Err(err) => {
             tracing::info!(error = %err, "refused a request: authentication failed");
             let challenge = match &err {
