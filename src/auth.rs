@@ -27,7 +27,8 @@ pub enum Authenticator {
     Jwt(Box<JwtVerifier>),
 }
 
-/// Why a request's identity was refused. HTTP answers 401 for these.
+/// Why a request's identity was refused. HTTP answers 400 for a malformed
+/// or repeated header and 401 for the rest.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AuthError {
     #[error("missing bearer token (Authorization: Bearer <jwt>)")]
@@ -36,12 +37,27 @@ pub enum AuthError {
     InvalidToken(String),
     #[error("the {header} header is not a UUID")]
     MalformedHeader { header: &'static str },
+    /// Two values of a header that names the caller: a client could put
+    /// its own before the one a trusted proxy appends.
+    #[error("more than one {header} header: send exactly one")]
+    RepeatedHeader { header: &'static str },
 }
+
+/// Headers that name the caller, in any mode: each may appear once at most.
+const SINGLE_HEADERS: [&str; 2] = [IDENTITY_HEADER, "Authorization"];
 
 impl Authenticator {
     /// The caller named by a request's headers; `Ok(None)` when the request
     /// names nobody (header mode without the header).
+    /// A request that repeats `x-rls-user-id` or `Authorization` is refused
+    /// in every mode, whichever header the mode reads.
     pub fn identify(&self, headers: &http::HeaderMap) -> Result<Option<CallerId>, AuthError> {
+        if let Some(header) = SINGLE_HEADERS
+            .into_iter()
+            .find(|name| headers.get_all(*name).iter().nth(1).is_some())
+        {
+            return Err(AuthError::RepeatedHeader { header });
+        }
         match self {
             Authenticator::Header => match headers.get(IDENTITY_HEADER) {
                 None => Ok(None),

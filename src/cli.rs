@@ -82,6 +82,16 @@ struct ServeArgs {
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "SQLMCP_MAX_BODY_BYTES", default_value_t = 1 << 20)]
     max_body_bytes: usize,
+    /// Milliseconds a client may take to send a request's headers; idle
+    /// keep-alive connections close after this long too.
+    #[arg(long, env = "SQLMCP_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout_ms: u64,
+    /// Milliseconds a client may take to send a request body, whole.
+    #[arg(long, env = "SQLMCP_BODY_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout_ms: u64,
+    /// Connections open at once at most; more wait until one closes.
+    #[arg(long, env = "SQLMCP_MAX_CONNECTIONS", default_value_t = 512, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// How HTTP callers prove their identity.
     #[arg(long, env = "SQLMCP_AUTH", value_enum, default_value = "header")]
     auth: AuthMode,
@@ -311,6 +321,9 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         allowed_hosts,
         allowed_origins: args.allowed_origins.clone(),
         max_body_bytes: args.max_body_bytes,
+        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
+        body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
         authenticator: std::sync::Arc::new(authenticator(&args)?),
         default_caller,
         pool_size: args.pool_size,

@@ -1,7 +1,8 @@
-//! The HTTP routes: `/mcp` (behind caller authentication), `/healthz`,
-//! `/readyz` and `/metrics`.
+//! The HTTP routes: `/mcp` (behind caller authentication and a guard on
+//! its request bodies), `/healthz`, `/readyz` and `/metrics`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State as Extract};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -45,14 +46,19 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
             StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), config),
         )
     };
-    mcp.layer(middleware::from_fn_with_state(
-        settings.authenticator.clone(),
-        authenticate,
-    ))
-    .route("/healthz", get(|| async { "ok\n" }))
-    .route("/readyz", get(ready))
-    .route("/metrics", get(metrics))
-    .with_state(state)
+    let bodies = BodyRules {
+        max_bytes: settings.max_body_bytes,
+        timeout: settings.body_timeout,
+    };
+    mcp.layer(middleware::from_fn_with_state(bodies, guard_body))
+        .layer(middleware::from_fn_with_state(
+            settings.authenticator.clone(),
+            authenticate,
+        ))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(state)
 }
 
 /// Puts the caller's verified identity into the request, or answers 401.
@@ -68,6 +74,10 @@ async fn authenticate(
         }
         Ok(None) => next.run(request).await,
         Err(err @ AuthError::MalformedHeader { .. }) => {
+            (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
+        }
+        Err(err @ AuthError::RepeatedHeader { .. }) => {
+            tracing::info!(error = %err, "refused a request: a repeated identity header");
             (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response()
         }
         Err(err) => {
@@ -87,6 +97,89 @@ async fn authenticate(
             response
         }
     }
+}
+
+/// How much of a request body `/mcp` reads, and for how long.
+#[derive(Clone, Copy)]
+struct BodyRules {
+    max_bytes: usize,
+    /// From the first poll of the body to its end, however it trickles.
+    timeout: Duration,
+}
+
+/// Reads a POST body whole before rmcp sees it: within the size limit (413
+/// otherwise, as rmcp answers), within the body timeout (408, and the
+/// connection closes), and with no object repeating a key (400).
+async fn guard_body(Extract(rules): Extract<BodyRules>, request: Request, next: Next) -> Response {
+    if request.method() != axum::http::Method::POST {
+        return next.run(request).await;
+    }
+    let too_large = || {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "Payload Too Large: request body exceeds {} bytes",
+                rules.max_bytes
+            ),
+        )
+            .into_response()
+    };
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > rules.max_bytes as u64) {
+        return too_large();
+    }
+    let (parts, body) = request.into_parts();
+    let read = async {
+        use futures_util::StreamExt as _;
+        let mut collected = bytes::BytesMut::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|_| None)?;
+            if chunk.len() > rules.max_bytes.saturating_sub(collected.len()) {
+                return Err(Some(too_large()));
+            }
+            collected.extend_from_slice(&chunk);
+        }
+        Ok(collected.freeze())
+    };
+    let body = match tokio::time::timeout(rules.timeout, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(Some(response))) => return response,
+        Ok(Err(None)) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                "the request body could not be read\n",
+            )
+                .into_response();
+        }
+        Err(_) => {
+            tracing::info!(timeout = ?rules.timeout, "refused a request: its body did not arrive in time");
+            return (
+                StatusCode::REQUEST_TIMEOUT,
+                [(header::CONNECTION, "close")],
+                format!(
+                    "the request body did not arrive within {} ms\n",
+                    rules.timeout.as_millis()
+                ),
+            )
+                .into_response();
+        }
+    };
+    if let Some(repeated) = super::strict_json::repeated_key(&body) {
+        tracing::info!(reason = %repeated, "refused a request: a JSON object repeats a key");
+        let error = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32600, "message": format!("invalid request: {repeated}")},
+        });
+        return (StatusCode::BAD_REQUEST, axum::Json(error)).into_response();
+    }
+    next.run(Request::from_parts(parts, axum::body::Body::from(body)))
+        .await
 }
 
 /// Ready when the database answers and its migrations are this binary's.

@@ -5,11 +5,18 @@
 //! the listener (port 0 works, for tests); [`Application::run_until_stopped`]
 //! serves until the caller's shutdown future completes, then lets in-flight
 //! calls finish within a deadline and closes the pool.
+//!
+//! Slow clients are bounded: request headers must arrive within the header
+//! timeout (which also closes idle keep-alive connections), `/mcp` bodies
+//! within the body timeout, and at most `max_connections` connections are
+//! open. At the cap the server stops accepting, so new connections wait in
+//! the listen backlog until one closes.
 
 mod handler;
 mod http;
 mod metrics;
 pub mod result_cache;
+mod strict_json;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -40,6 +47,13 @@ pub struct Settings {
     /// Browser `Origin` values accepted; empty: no check.
     pub allowed_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers; also how
+    /// long an idle keep-alive connection stays open.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a `/mcp` request body, whole.
+    pub body_timeout: Duration,
+    /// Connections open at once at most; more wait in the listen backlog.
+    pub max_connections: usize,
     pub authenticator: Arc<Authenticator>,
     /// The identity of calls that name none; `None` refuses them.
     pub default_caller: Option<CallerId>,
@@ -140,10 +154,18 @@ pub struct Application {
     state: Arc<State>,
     cancel: CancellationToken,
     shutdown_deadline: Duration,
+    header_timeout: Duration,
+    max_connections: usize,
 }
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Application> {
+        if settings.max_connections == 0 {
+            bail!("--max-connections must be at least 1");
+        }
+        if settings.header_timeout.is_zero() || settings.body_timeout.is_zero() {
+            bail!("--header-timeout-ms and --body-timeout-ms must be at least 1");
+        }
         let state = connect(&settings).await?;
         let listener = tokio::net::TcpListener::bind(settings.bind).await.map_err(|err| {
             let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
@@ -161,6 +183,8 @@ impl Application {
             state,
             cancel,
             shutdown_deadline: settings.shutdown_deadline,
+            header_timeout: settings.header_timeout,
+            max_connections: settings.max_connections,
         })
     }
 
@@ -172,32 +196,95 @@ impl Application {
 
     /// Serves until `shutdown` completes; then stops accepting, gives
     /// in-flight calls up to the deadline, and closes the pool.
+    ///
+    /// HTTP/1.1 only, as before: hyper's HTTP/1 connection directly rather
+    /// than version sniffing, which would wait for a silent client's first
+    /// bytes before the header timeout starts.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<()> {
-        let cancel = self.cancel.clone();
-        let stopping = CancellationToken::new();
-        let stopping_signal = stopping.clone();
-        let serve = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                tracing::info!("shutting down: no new requests; waiting for calls in flight");
-                stopping_signal.cancel();
-            })
-            .into_future();
-        let mut serve = std::pin::pin!(serve);
-        let outcome = tokio::select! {
-            outcome = &mut serve => outcome,
-            () = async { stopping.cancelled().await; tokio::time::sleep(self.shutdown_deadline).await } => {
-                tracing::warn!(deadline = ?self.shutdown_deadline, "calls still running at the shutdown deadline; stopping them");
-                Ok(())
+        use hyper_util::rt::{TokioIo, TokioTimer};
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let Application {
+            listener,
+            router,
+            state,
+            cancel,
+            shutdown_deadline,
+            header_timeout,
+            max_connections,
+        } = self;
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(header_timeout);
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            max_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
+        ));
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            // At the cap, wait for a connection to close before accepting:
+            // new clients queue in the listen backlog meanwhile.
+            let permit = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                permit = connections.clone().acquire_owned() => {
+                    permit.expect("the connection semaphore is never closed")
+                }
+            };
+            let stream = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(err) => {
+                        accept_failed(err).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = stream.set_nodelay(true);
+            let connection = graceful.watch(http.serve_connection(
+                TokioIo::new(stream),
+                TowerToHyperService::new(router.clone()),
+            ));
+            tokio::spawn(async move {
+                if let Err(err) = connection.await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                drop(permit);
+            });
+        }
+        drop(listener);
+        tracing::info!("shutting down: no new requests; waiting for calls in flight");
+        tokio::select! {
+            () = graceful.shutdown() => {}
+            () = tokio::time::sleep(shutdown_deadline) => {
+                tracing::warn!(deadline = ?shutdown_deadline, "calls still running at the shutdown deadline; stopping them");
             }
-        };
+        }
         cancel.cancel();
-        self.state.pool.close();
-        outcome.context("the HTTP server failed")
+        state.pool.close();
+        Ok(())
     }
+}
+
+/// A failed accept: a connection that went away before it was accepted is
+/// skipped; anything else (such as running out of file descriptors) is
+/// logged and retried after a pause, as axum::serve did.
+async fn accept_failed(err: std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        err.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %err, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// Serves one client over stdin/stdout, as `caller`.

@@ -2,6 +2,7 @@
 //! binary so that they share one build. See `helpers` for the databases.
 
 mod codegen;
+mod edge;
 mod embeddings;
 mod golden;
 mod helpers;

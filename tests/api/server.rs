@@ -21,23 +21,23 @@ use tokio::sync::oneshot;
 
 use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb, local_embedder};
 
-const JWT_SECRET: &str = "a test secret that is long enough for HS256";
+pub(crate) const JWT_SECRET: &str = "a test secret that is long enough for HS256";
 
-struct TestApp {
-    url: String,
+pub(crate) struct TestApp {
+    pub(crate) url: String,
     stop: Option<oneshot::Sender<()>>,
     stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Arc<TestDb>,
 }
 
 impl TestApp {
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let _ = self.stop.take().expect("running").send(());
         (&mut self.stopped).await.expect("the server task")
     }
 }
 
-fn settings(db: &TestDb) -> Settings {
+pub(crate) fn settings(db: &TestDb) -> Settings {
     Settings {
         database: db.app_config(),
         bind: "127.0.0.1:0".parse().unwrap(),
@@ -45,6 +45,9 @@ fn settings(db: &TestDb) -> Settings {
         allowed_hosts: vec!["localhost".into(), "127.0.0.1".into()],
         allowed_origins: vec![],
         max_body_bytes: 1 << 20,
+        header_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        max_connections: 512,
         authenticator: Arc::new(Authenticator::Header),
         default_caller: None,
         pool_size: 4,
@@ -59,7 +62,7 @@ fn settings(db: &TestDb) -> Settings {
     }
 }
 
-async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+pub(crate) async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = settings(&db);
     tweak(&mut settings);
     let application = Application::build(settings)
@@ -103,7 +106,7 @@ async fn spawn_app() -> TestApp {
     spawn_app_with(Arc::new(TestDb::seeded().await), |_| {}).await
 }
 
-async fn client(
+pub(crate) async fn client(
     url: &str,
     headers: &[(&'static str, &str)],
     version: ProtocolVersion,
@@ -130,7 +133,10 @@ async fn client(
     .expect("the client initialises")
 }
 
-async fn as_caller(app: &TestApp, caller: &str) -> RunningService<RoleClient, ClientConfig> {
+pub(crate) async fn as_caller(
+    app: &TestApp,
+    caller: &str,
+) -> RunningService<RoleClient, ClientConfig> {
     client(
         &app.url,
         &[("x-rls-user-id", caller)],
@@ -139,7 +145,7 @@ async fn as_caller(app: &TestApp, caller: &str) -> RunningService<RoleClient, Cl
     .await
 }
 
-async fn call(
+pub(crate) async fn call(
     client: &RunningService<RoleClient, ClientConfig>,
     tool: &str,
     arguments: Value,
@@ -153,7 +159,7 @@ async fn call(
         .unwrap_or_else(|err| panic!("{tool}: {err}"))
 }
 
-fn text(result: &CallToolResult) -> String {
+pub(crate) fn text(result: &CallToolResult) -> String {
     result
         .content
         .first()
@@ -516,7 +522,7 @@ async fn malformed_identities_and_foreign_hosts_are_refused_at_the_door() {
     app.stop().await.unwrap();
 }
 
-fn token(
+pub(crate) fn token(
     claims: Value,
     algorithm: jsonwebtoken::Algorithm,
     key: &jsonwebtoken::EncodingKey,
@@ -524,7 +530,7 @@ fn token(
     jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
 }
 
-fn claims(subject: &str, audience: &str, issuer: &str, expires_in: i64) -> Value {
+pub(crate) fn claims(subject: &str, audience: &str, issuer: &str, expires_in: i64) -> Value {
     let now = chrono::Utc::now().timestamp();
     json!({"sub": subject, "aud": audience, "iss": issuer, "exp": now + expires_in, "nbf": now - 10})
 }
