@@ -167,6 +167,49 @@ pub async fn in_call_transaction<T>(
     }
 }
 
+/// How long an interrupted call's task gets to end after PostgreSQL was
+/// asked to cancel its statement, before its connection is closed instead.
+pub const CANCEL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Why [`run_within`] stopped a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupted {
+    /// The call's deadline passed.
+    Deadline,
+    /// The caller went away.
+    CallerGone,
+    /// The call's task panicked.
+    Failed,
+}
+
+/// Waits for `task`, the database part of one call running on a task of
+/// its own, until it ends, `limit` passes or `gone` fires. Then PostgreSQL
+/// is sent a cancel request for the connection's backend: the statement
+/// stops whatever `statement_timeout` says, so no SQL can extend a call.
+/// The task's result, and with it the connection it holds, is then
+/// dropped: the connection is closed rather than pooled, so that a cancel
+/// arriving late can never hit the next caller's statement. A task that
+/// does not end within [`CANCEL_GRACE`] is aborted.
+pub async fn run_within<T>(
+    cancel: tokio_postgres::CancelToken,
+    limit: std::time::Duration,
+    gone: &tokio_util::sync::CancellationToken,
+    mut task: tokio::task::JoinHandle<T>,
+) -> Result<T, Interrupted> {
+    let interrupted = tokio::select! {
+        joined = &mut task => return joined.map_err(|_| Interrupted::Failed),
+        () = tokio::time::sleep(limit) => Interrupted::Deadline,
+        () = gone.cancelled() => Interrupted::CallerGone,
+    };
+    if let Err(err) = cancel.cancel_query(NoTls).await {
+        tracing::warn!(error = %err, "could not ask PostgreSQL to cancel a call's statement");
+    }
+    if tokio::time::timeout(CANCEL_GRACE, &mut task).await.is_err() {
+        task.abort();
+    }
+    Err(interrupted)
+}
+
 /// A connection pool whose callers wait at most `wait` for a connection.
 pub fn pool(
     config: &Config,

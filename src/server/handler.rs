@@ -11,6 +11,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 use super::State;
 use super::result_cache::{Answer, Lookup};
@@ -61,9 +62,13 @@ impl Handler {
         caller: CallerId,
         name: &str,
         arguments: Value,
+        gone: &CancellationToken,
     ) -> Result<(CallToolResult, Option<u64>, Lookup), ToolError> {
-        let answer = |arguments| async move {
-            let output = self.call(&caller, name, arguments).await?;
+        // a cached answer may be awaited by several callers: one going
+        // away does not cancel it
+        let shared = CancellationToken::new();
+        let answer = |arguments, gone| async move {
+            let output = self.call(&caller, name, arguments, gone).await?;
             let rows = output.structured.get("row_count").and_then(Value::as_u64);
             Ok(Answer {
                 result: CallToolResult::structured(output.structured),
@@ -73,13 +78,13 @@ impl Handler {
         match &self.state.result_cache {
             Some(cache) if tools::is_curated(name) => {
                 let (kept, lookup) = cache
-                    .get_or_answer(name, &arguments, caller, answer(arguments.clone()))
+                    .get_or_answer(name, &arguments, caller, answer(arguments.clone(), &shared))
                     .await?;
                 super::metrics::record_cache_lookup(name, lookup);
                 Ok((kept.result.clone(), kept.rows, lookup))
             }
             _ => {
-                let Answer { result, rows } = answer(arguments).await?;
+                let Answer { result, rows } = answer(arguments, gone).await?;
                 Ok((result, rows, Lookup::Miss))
             }
         }
@@ -90,6 +95,7 @@ impl Handler {
         caller: &CallerId,
         name: &str,
         arguments: Value,
+        gone: &CancellationToken,
     ) -> Result<tools::ToolOutput, ToolError> {
         // Validation and embedding first: no connection is held meanwhile.
         let prepared = tools::prepare(name, arguments, &context(&self.state)).await?;
@@ -111,25 +117,48 @@ impl Handler {
                 ));
             }
         };
-        // On a task of its own, so that a caller who goes away cannot stop
-        // the call between its BEGIN and its COMMIT.
+        // On a task of its own, so that the call ends its transaction
+        // however it ends; bounded by one deadline for its whole database
+        // part, and cancelled in PostgreSQL when the caller goes away.
+        let limit = deadline(&self.state, name);
+        let cancel = connection.cancel_token();
         let state = self.state.clone();
         let caller = *caller;
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut checkout = Checkout(Some(connection));
             let output =
                 tools::execute(checkout.client(), &caller, prepared, &context(&state)).await;
-            checkout.finish();
-            output
-        })
-        .await
-        .unwrap_or_else(|err| {
-            tracing::error!(error = %err, "a tool call failed unexpectedly");
-            Err(ToolError::Unavailable(
-                "the call failed unexpectedly; try again".to_owned(),
-            ))
-        })
+            (output, checkout)
+        });
+        match crate::db::run_within(cancel, limit, gone, task).await {
+            Ok((output, checkout)) => {
+                checkout.finish();
+                output
+            }
+            Err(crate::db::Interrupted::Deadline) => Err(ToolError::Timeout),
+            Err(crate::db::Interrupted::CallerGone) => Err(ToolError::Unavailable(
+                "the call was cancelled: the caller went away".to_owned(),
+            )),
+            Err(crate::db::Interrupted::Failed) => {
+                tracing::error!("a tool call failed unexpectedly");
+                Err(ToolError::Unavailable(
+                    "the call failed unexpectedly; try again".to_owned(),
+                ))
+            }
+        }
     }
+}
+
+/// How long the database part of a call of `name` may take, all of it:
+/// the tool's statement timeout (which PostgreSQL enforces per statement
+/// and reports itself), and a little more for the statements around it.
+fn deadline(state: &State, name: &str) -> std::time::Duration {
+    let timeout = if name == tools::raw_sql::NAME {
+        state.raw_sql.statement_timeout
+    } else {
+        state.statement_timeout
+    };
+    timeout + std::time::Duration::from_millis(250)
 }
 
 /// What a call may use besides the database.
@@ -146,8 +175,9 @@ fn context(state: &State) -> ToolContext<'_> {
 }
 
 /// A pooled connection lent to one call. Returned to the pool when the call
-/// finished; if it did not (a panic, a shutdown), its transaction may be
-/// open, so the connection is closed instead.
+/// finished; if it did not (interrupted, a panic, a shutdown), its
+/// transaction may be open or a cancel request on its way, so the
+/// connection is closed instead.
 struct Checkout(Option<deadpool_postgres::Object>);
 
 impl Checkout {
@@ -163,7 +193,7 @@ impl Checkout {
 impl Drop for Checkout {
     fn drop(&mut self) {
         if let Some(connection) = self.0.take() {
-            tracing::warn!("a call stopped mid-transaction; closing its database connection");
+            tracing::warn!("a call was interrupted; closing its database connection");
             drop(deadpool_postgres::Object::take(connection));
         }
     }
@@ -243,7 +273,7 @@ impl ServerHandler for Handler {
             .into());
         };
         let arguments = request.arguments.map_or(Value::Null, Value::Object);
-        let outcome = self.answer(caller, &name, arguments).await;
+        let outcome = self.answer(caller, &name, arguments, &context.ct).await;
         let elapsed = started.elapsed();
         match outcome {
             Ok((result, rows, lookup)) => {

@@ -7,6 +7,7 @@ mod embeddings;
 mod golden;
 mod helpers;
 mod hostile_corpus;
+mod isolation;
 mod migrations;
 mod raw_sql;
 mod rls;
