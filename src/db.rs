@@ -233,8 +233,9 @@ pub fn pool(
 }
 
 /// Refuses a connection whose role would not be held back by row-level
-/// security: a superuser, a BYPASSRLS role, or one that has the privileges of
-/// the owner of a table with RLS. Also refuses tables whose RLS is off.
+/// security: a superuser, a BYPASSRLS role, one that has the privileges of
+/// the owner of a table with RLS, or one that can read the identity key or
+/// sign identities. Also refuses tables whose RLS is off.
 pub async fn check_application_role(client: &impl tokio_postgres::GenericClient) -> Result<()> {
     let row = client
         .query_one(
@@ -249,7 +250,11 @@ pub async fn check_application_role(client: &impl tokio_postgres::GenericClient)
                         AND c.relname IN ('customers', 'orders', 'order_items', 'inventory') \
                         AND NOT (c.relrowsecurity AND c.relforcerowsecurity)), '{}'), \
                     (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                      WHERE n.nspname = 'retail' AND c.relname = 'orders') \
+                      WHERE n.nspname = 'retail' AND c.relname = 'orders'), \
+                    coalesce((SELECT has_table_privilege(current_user, k, 'SELECT') \
+                                FROM to_regclass('sqlmcp_identity.key') k WHERE k IS NOT NULL), false) \
+                    OR coalesce((SELECT has_function_privilege(current_user, m, 'EXECUTE') \
+                                FROM to_regprocedure('sqlmcp_identity.mac(text)') m WHERE m IS NOT NULL), false) \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )
@@ -259,6 +264,7 @@ pub async fn check_application_role(client: &impl tokio_postgres::GenericClient)
     let owned: Vec<String> = row.get(3);
     let unprotected: Vec<String> = row.get(4);
     let schema_present: i64 = row.get(5);
+    let can_sign: bool = row.get(6);
     let fix = "connect as the application role store_manager (for the local database: scripts/dev-db url app)";
     if superuser {
         bail!(
@@ -275,6 +281,13 @@ pub async fn check_application_role(client: &impl tokio_postgres::GenericClient)
             "refusing to serve: role {role} has the privileges of the owner of {}, which row-level security \
              does not restrict; {fix}",
             owned.join(", ")
+        );
+    }
+    if can_sign {
+        bail!(
+            "refusing to serve: role {role} can read the identity key or sign identities \
+             (sqlmcp_identity.key, sqlmcp_identity.mac), so its SQL could claim any caller; \
+             run `sqlmcp migrate`, or REVOKE those privileges from it; {fix}"
         );
     }
     if schema_present == 0 {

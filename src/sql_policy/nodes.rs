@@ -147,3 +147,19 @@ pub const RANGE_VAR_FIELDS: &[&str] = &[
     "typevar",
     "view",
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_node_type_of_the_parser_is_classified_once() {
+        // `exhaustive` proves at compile time that every NodeEnum variant
+        // is listed; a repeated one would be an unreachable pattern
+        let unique: std::collections::BTreeSet<_> = ALL_NODE_NAMES.iter().collect();
+        assert_eq!(unique.len(), ALL_NODE_NAMES.len());
+        assert!(ALL_NODE_NAMES.len() >= 271, "{}", ALL_NODE_NAMES.len());
+        assert_eq!(class_of("SomeFutureNode"), NodeClass::Refused);
+        assert!(is_node_name("SomeFutureNode") && !is_node_name("Ival"));
+    }
+}

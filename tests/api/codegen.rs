@@ -163,7 +163,7 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
         "created_at": {"type": "string", "description": "date and time without a time zone, YYYY-MM-DDTHH:MM:SS"},
         "created_at_utc": {"type": "string", "format": "date-time"},
         "phone": {"anyOf": [{"type": "string"}, {"type": "null"}]},
-        "store_manager_id": {"type": "string", "format": "uuid"},
+        "order_uuid": {"type": "string", "format": "uuid"},
         "is_online": {"type": "boolean"},
         "product_ids": {"type": "array", "items": {"type": "integer", "minimum": -2147483648, "maximum": 2147483647}},
         "total": {"type": "string", "format": "decimal", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"},
@@ -189,7 +189,8 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
     assert!(validator.is_valid(&result), "{result:#}");
     let row = &result["rows"][0];
     assert_eq!(result["row_count"], 2);
-    assert_eq!(row["store_manager_id"], crate::helpers::ONLINE);
+    let order_uuid = row["order_uuid"].as_str().unwrap();
+    assert!(uuid::Uuid::try_parse(order_uuid).is_ok(), "{order_uuid}");
     assert_eq!(row["is_online"], true);
     assert_eq!(row["details"], json!({"store": "Zava Retail Online"}));
     assert!(

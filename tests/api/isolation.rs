@@ -571,3 +571,42 @@ async fn the_policy_agrees_with_postgresql_on_which_functions_a_query_calls() {
         "only {accepted} of 300 generated queries were accepted"
     );
 }
+
+#[tokio::test]
+async fn the_server_refuses_a_role_that_could_sign_identities() {
+    let db = TestDb::seeded().await;
+    let role = format!("sqlmcp_signer_{}", std::process::id());
+    let admin = connect(&admin_config()).await;
+    admin
+        .batch_execute(&format!(
+            "DROP ROLE IF EXISTS {role}; CREATE ROLE {role} LOGIN PASSWORD 'signer'"
+        ))
+        .await
+        .unwrap();
+    let owner = db.owner().await;
+    owner
+        .batch_execute(&format!(
+            "GRANT USAGE ON SCHEMA retail, sqlmcp_identity TO {role}; \
+             GRANT SELECT ON ALL TABLES IN SCHEMA retail TO {role}; \
+             GRANT SELECT ON refinery_schema_history TO {role}; \
+             GRANT SELECT ON sqlmcp_identity.key TO {role}"
+        ))
+        .await
+        .unwrap();
+    let mut signer = crate::server::settings(&db);
+    signer.database.user(&role).password("signer");
+    let refused = sqlmcp::server::Application::build(signer)
+        .await
+        .err()
+        .map(|e| format!("{e:#}"));
+    owner
+        .batch_execute(&format!("DROP OWNED BY {role}"))
+        .await
+        .unwrap();
+    admin
+        .batch_execute(&format!("DROP ROLE {role}"))
+        .await
+        .unwrap();
+    let err = refused.expect("refused");
+    assert!(err.contains("can read the identity key"), "{err}");
+}
