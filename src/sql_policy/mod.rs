@@ -82,8 +82,8 @@ impl ReadOnlySql {
 pub struct Violation {
     pub rule: String,
     pub position: Option<usize>,
-    /// The rule is about a name the catalogue does not know: it may have been
-    /// created since the catalogue was read.
+    /// The rule is about a name the database did not have when its names
+    /// were read: it may have been created since.
     pub unknown_name: bool,
 }
 
@@ -529,8 +529,13 @@ fn reaches(kind: &str, body: &Value, found: &mut Found) {
             }
         }
         "AIndirection" => {
+            // where the value before the dot starts
+            let at = body["arg"]["node"]
+                .as_object()
+                .and_then(|node| node.values().next())
+                .and_then(location);
             for field in names_of(&body["indirection"]) {
-                push(found, Reach::Field(field, location(&body["arg"])));
+                push(found, Reach::Field(field, at));
             }
         }
         // BETWEEN's "name" is the keyword; it compares with the type's own

@@ -225,10 +225,11 @@ enum InTransaction {
 /// Runs a prepared call as `caller`, in one read-only transaction with the
 /// caller's identity set for that transaction only ([`db::in_call_transaction`]).
 ///
-/// Two round trips: `BEGIN READ ONLY` with the settings, pipelined with the
-/// query (they go first on the connection, so the query runs in the
-/// transaction and under them; if they fail, the transaction is aborted and
-/// the query with it); then COMMIT, or ROLLBACK after an error.
+/// Two round trips: `BEGIN READ ONLY` with the settings and the caller's
+/// identity, pipelined with the query (they go first on the connection, so
+/// the query runs in the transaction and under them; if they fail, the
+/// transaction is aborted and the query with it); then COMMIT, or ROLLBACK
+/// after an error.
 ///
 /// A future dropped between the two would leave the transaction open, so the
 /// server runs calls to completion on a task of their own (and closes the

@@ -1,15 +1,17 @@
 //! `execute_sales_query`: one read-only SQL query written by the model, for
 //! the questions no curated tool answers. Layers, each of which holds on its
-//! own:
-//! 1. [`crate::sql_policy`] accepts only one SELECT (or EXPLAIN without
-//!    ANALYZE), reading only `retail` relations, calling only non-volatile
-//!    built-in functions;
-//! 2. it runs as the application role, which may only read;
-//! 3. in a read-only transaction that is always rolled back, with the
-//!    caller's identity, timeouts and `search_path` set for that transaction
-//!    only, through the extended protocol (one statement per Parse);
-//! 4. rows are fetched in chunks from a portal and stop at a row cap and a
-//!    byte cap, so a huge result is never loaded.
+//! own (the README's table says which attacks each stops):
+//! 1. [`crate::sql_policy`] accepts only one SELECT (or EXPLAIN (COSTS OFF)),
+//!    reading only `retail` relations and reaching only allow-listed
+//!    functions, types and operators;
+//! 2. the identity is one only the server can sign ([`db::OPEN_CALL`]);
+//! 3. it runs as the application role, which may only read, in a read-only
+//!    transaction that is always rolled back, with timeouts and
+//!    `search_path` set for that transaction only, through the extended
+//!    protocol (one statement per Parse);
+//! 4. the server's deadline cancels it in PostgreSQL (`db::run_within`);
+//! 5. PostgreSQL sends rows only within a row cap and a byte cap
+//!    ([`bounded`]), so a huge value is never sent, let alone loaded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -196,10 +198,10 @@ pub async fn call(
     limits: Limits,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let catalogue = cache.get(&**client, false).await?;
-    let checked = match sql_policy::check(&args.postgresql_query, &catalogue) {
+    let names = cache.get(&**client, false).await?;
+    let checked = match sql_policy::check(&args.postgresql_query, &names) {
         Err(violation) if violation.unknown_name => {
-            // perhaps created since the catalogue was read: look again once
+            // perhaps created since the names were read: look again once
             let fresh = cache.get(&**client, true).await?;
             sql_policy::check(&args.postgresql_query, &fresh)
         }

@@ -6,8 +6,10 @@
 //!   start-up time, memory, and the raw-SQL validator alone.
 //! - `embeddings`: the local model (load time, latency per query, batch
 //!   throughput) and `semantic_search_products` end to end over HTTP.
+//! - `validator`: the raw-SQL policy alone on the analytic query, the same
+//!   number `server` reports, without the rest of the run.
 //!
-//! Both start a release server in a child process and need a seeded,
+//! `server` and `embeddings` start a release server in a child process and need a seeded,
 //! embedded database (`scripts/run` makes one). They print a table, and
 //! with `--json FILE` write the same numbers as JSON.
 
@@ -30,6 +32,12 @@ enum What {
     Server(server::Args),
     /// The local embedding model, and semantic search end to end.
     Embeddings(embeddings::Args),
+    /// The raw-SQL policy alone on the analytic query.
+    Validator {
+        /// The application role's connection (any migrated database).
+        #[arg(long, env = "SQLMCP_APP_DATABASE_URL", hide_env_values = true)]
+        app_database_url: String,
+    },
 }
 
 /// What people type into a product search (none is a product's name).
@@ -65,5 +73,10 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Server(args) => server::run(args).await,
         What::Embeddings(args) => embeddings::run(args).await,
+        What::Validator { app_database_url } => {
+            let (p50, p99) = server::time_validator(&app_database_url).await?;
+            println!("execute_sales_query validator alone: p50 {p50:.1} µs, p99 {p99:.1} µs");
+            Ok(())
+        }
     }
 }

@@ -517,7 +517,7 @@ async fn soak(client: &McpClient, server: &Server, duration: Duration) -> Result
 }
 
 /// The policy check of [`SALES_QUERY`] alone, against the database's names.
-async fn time_validator(url: &str) -> Result<(f64, f64)> {
+pub async fn time_validator(url: &str) -> Result<(f64, f64)> {
     let config = sqlmcp::db::parse_database_url(url).map_err(anyhow::Error::msg)?;
     let client = sqlmcp::db::connect(&config).await?;
     let names = sqlmcp::tools::raw_sql::load_names(&*client)
