@@ -251,10 +251,14 @@ pub async fn check_application_role(client: &impl tokio_postgres::GenericClient)
                         AND NOT (c.relrowsecurity AND c.relforcerowsecurity)), '{}'), \
                     (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                       WHERE n.nspname = 'retail' AND c.relname = 'orders'), \
-                    coalesce((SELECT has_table_privilege(current_user, k, 'SELECT') \
-                                FROM to_regclass('sqlmcp_identity.key') k WHERE k IS NOT NULL), false) \
-                    OR coalesce((SELECT has_function_privilege(current_user, m, 'EXECUTE') \
-                                FROM to_regprocedure('sqlmcp_identity.mac(text)') m WHERE m IS NOT NULL), false) \
+                    coalesce((SELECT bool_or(has_schema_privilege(current_user, n.oid, 'USAGE') \
+                                          AND has_table_privilege(current_user, c.oid, 'SELECT')) \
+                       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                      WHERE n.nspname = 'sqlmcp_identity' AND c.relname = 'key'), false) \
+                    OR coalesce((SELECT bool_or(has_schema_privilege(current_user, n.oid, 'USAGE') \
+                                             AND has_function_privilege(current_user, p.oid, 'EXECUTE')) \
+                       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+                      WHERE n.nspname = 'sqlmcp_identity' AND p.proname = 'mac'), false) \
              FROM pg_roles r WHERE r.rolname = current_user",
             &[],
         )

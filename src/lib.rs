@@ -9,9 +9,12 @@
 //! - [`caller`] — the caller's identity, a UUID that row-level security
 //!   filters by.
 //! - [`db`] — connecting to PostgreSQL with errors that say what to do next,
-//!   and the read-only, identity-scoped transaction every tool call runs in.
+//!   the read-only transaction every tool call runs in, opened with an
+//!   identity only the server can sign, and the deadline that bounds it.
 //! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
 //!   stdio, health and metrics endpoints, graceful shutdown.
+//! - [`sql_policy`] — which raw SQL may run: the parse-tree walk, every node
+//!   type classified, and the reviewed allow-lists of functions and types.
 //! - [`tools`] — the MCP tools. One per `.sql` file in `queries/`, generated
 //!   at build time by `build.rs` from the catalogue of the `codegen/` crate
 //!   (whose cornucopia functions are type-checked against `migrations/`).

@@ -300,6 +300,24 @@ async fn ensure_template() -> String {
     name
 }
 
+/// Opens a read-only transaction for `caller` with the identity statement
+/// the server sends.
+pub async fn open_as<'a>(
+    client: &'a mut tokio_postgres::Client,
+    caller: &str,
+) -> tokio_postgres::Transaction<'a> {
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .unwrap();
+    db::set_caller(&tx, &sqlmcp::caller::CallerId::parse(caller).unwrap())
+        .await
+        .unwrap();
+    tx
+}
+
 /// Runs `sql` as the given caller in a read-only transaction, the way the
 /// server does: identity set transaction-locally.
 pub async fn query_as(

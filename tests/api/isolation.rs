@@ -16,7 +16,7 @@ use sqlmcp::tools::raw_sql::{self, Limits};
 use sqlmcp::{db, migrate, sql_policy};
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb, admin_config, connect};
+use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb, admin_config, connect, open_as};
 use crate::server::spawn_app_with;
 
 const MANAGED_OWNER: &str = "sqlmcp_managed_owner";
@@ -77,23 +77,6 @@ async fn managed_database() -> TestDb {
     .await
     .unwrap();
     db
-}
-
-/// Opens a call's transaction for `caller` exactly as the server does.
-async fn open_as<'a>(
-    client: &'a mut tokio_postgres::Client,
-    caller: &str,
-) -> tokio_postgres::Transaction<'a> {
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .unwrap();
-    db::set_caller(&tx, &CallerId::parse(caller).unwrap())
-        .await
-        .unwrap();
-    tx
 }
 
 /// Rows of other stores than Seattle's that the transaction sees (none
@@ -249,6 +232,22 @@ fn post_call(url: &str, caller: &str, tool: &str, arguments: Value) -> reqwest::
         )
 }
 
+/// `execute_sales_query` over HTTP: the JSON-RPC answer.
+async fn raw_sql_over_http(url: &str, caller: &str, sql: &str) -> Value {
+    post_call(
+        url,
+        caller,
+        "execute_sales_query",
+        json!({"postgresql_query": sql}),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn hostile_calls_end_at_their_deadline_and_a_caller_who_leaves_stops_its_query() {
     let db = Arc::new(TestDb::seeded().await);
@@ -267,18 +266,7 @@ async fn hostile_calls_end_at_their_deadline_and_a_caller_who_leaves_stops_its_q
     let mut worst = Duration::ZERO;
     for sql in hostile {
         let started = Instant::now();
-        let answer: Value = post_call(
-            &app.url,
-            SEATTLE,
-            "execute_sales_query",
-            json!({"postgresql_query": sql}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let answer = raw_sql_over_http(&app.url, SEATTLE, sql).await;
         let elapsed = started.elapsed();
         worst = worst.max(elapsed);
         assert_eq!(answer["result"]["isError"], true, "{sql}: {answer}");
@@ -317,18 +305,7 @@ async fn hostile_calls_end_at_their_deadline_and_a_caller_who_leaves_stops_its_q
         started.elapsed()
     );
     // and the server still answers
-    let answer: Value = post_call(
-        &app.url,
-        SEATTLE,
-        "execute_sales_query",
-        json!({"postgresql_query": "SELECT 1 AS one"}),
-    )
-    .send()
-    .await
-    .unwrap()
-    .json()
-    .await
-    .unwrap();
+    let answer = raw_sql_over_http(&app.url, SEATTLE, "SELECT 1 AS one").await;
     assert_eq!(
         answer["result"]["structuredContent"]["r"],
         json!([[1]]),

@@ -670,16 +670,7 @@ async fn every_attack_is_refused_with_its_rule_and_changes_nothing() {
 /// identity changed; Some(false) when it ran and nothing changed; None when
 /// the statement failed.
 async fn forges_identity(client: &mut deadpool_postgres::ClientWrapper, sql: &str) -> Option<bool> {
-    let client: &mut tokio_postgres::Client = client;
-    let tx = client
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await
-        .unwrap();
-    sqlmcp::db::set_caller(&tx, &CallerId::parse(SEATTLE).unwrap())
-        .await
-        .unwrap();
+    let tx = crate::helpers::open_as(client, SEATTLE).await;
     tx.batch_execute("SET LOCAL statement_timeout = '2s'")
         .await
         .unwrap();
