@@ -131,9 +131,10 @@ CREATE OR REPLACE FUNCTION retail.caller_store_ids() RETURNS integer[]
 LANGUAGE sql STABLE PARALLEL SAFE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
+    -- the scalar subquery verifies the caller once, not once per store
     SELECT coalesce(array_agg(s.store_id), '{}')
     FROM retail.stores s
-    WHERE s.rls_user_id = sqlmcp_identity.caller_id()
+    WHERE s.rls_user_id = (SELECT sqlmcp_identity.caller_id())
 $$;
 
 COMMENT ON FUNCTION retail.caller_store_ids() IS
