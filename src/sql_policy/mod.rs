@@ -48,6 +48,11 @@ impl ReadOnlySql {
         &self.text[self.statement.clone()]
     }
 
+    /// How many characters of [`Self::text`] come before the statement.
+    pub fn statement_offset(&self) -> usize {
+        self.text[..self.statement.start].chars().count()
+    }
+
     /// An `EXPLAIN`, whose result is a plan rather than rows of data.
     pub fn is_explain(&self) -> bool {
         self.explain
@@ -360,6 +365,12 @@ fn check_explain(body: &Value) -> Result<(), Violation> {
     for (name, elem) in &options {
         match name.as_str() {
             "costs" => costs_off = option_is_off(elem),
+            "format" if option_text(elem).is_some_and(|f| f.eq_ignore_ascii_case("xml")) => {
+                return refuse(
+                    "EXPLAIN FORMAT XML not allowed: use TEXT, JSON or YAML",
+                    location(elem),
+                );
+            }
             "format" | "verbose" | "summary" | "generic_plan" => {}
             other => {
                 return refuse(
@@ -382,10 +393,17 @@ fn check_explain(body: &Value) -> Result<(), Violation> {
     Ok(())
 }
 
+/// The word an EXPLAIN option is set to (`FORMAT JSON`, `COSTS OFF`).
+fn option_text(elem: &Value) -> Option<&str> {
+    elem["arg"]["node"]["String"]["sval"].as_str()
+}
+
 /// Whether an EXPLAIN option says off (`COSTS OFF`, `COSTS false`, `COSTS 0`).
 fn option_is_off(elem: &Value) -> bool {
-    let arg = &elem["arg"]["node"];
-    match (arg["String"]["sval"].as_str(), arg["Integer"].as_object()) {
+    match (
+        option_text(elem),
+        elem["arg"]["node"]["Integer"].as_object(),
+    ) {
         (Some(text), _) => matches!(text.to_lowercase().as_str(), "off" | "false"),
         (None, Some(integer)) => integer.get("ival").and_then(Value::as_i64).unwrap_or(0) == 0,
         (None, None) => false,

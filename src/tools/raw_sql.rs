@@ -278,15 +278,18 @@ async fn run(
 /// more than the caps, however large a value the statement makes: the
 /// first row past the byte cap comes as NULL, and nothing after it is
 /// read. `q.*` is the subquery's row whatever its columns are called.
-fn bounded(statement: &str, limits: Limits) -> String {
-    format!(
+fn bounded(statement: &str, limits: Limits) -> (String, usize) {
+    let prefix = format!(
         "SELECT CASE WHEN w.n <= {max_bytes} THEN w.j END \
-         FROM (SELECT r.j, sum(octet_length(r.j)) OVER (ROWS UNBOUNDED PRECEDING) AS n \
-               FROM (SELECT pg_catalog.row_to_json(q.*)::text AS j FROM (\n{statement}\n) AS q) AS r) AS w \
-         LIMIT {limit}",
+         FROM (SELECT r.j, pg_catalog.sum(pg_catalog.octet_length(r.j)) OVER (ROWS UNBOUNDED PRECEDING) AS n \
+               FROM (SELECT pg_catalog.row_to_json(q.*)::text AS j FROM (\n",
         max_bytes = limits.max_bytes,
-        limit = limits.max_rows + 1,
-    )
+    );
+    let text = format!(
+        "{prefix}{statement}\n) AS q) AS r) AS w LIMIT {limit}",
+        limit = limits.max_rows + 1
+    );
+    (text, prefix.chars().count())
 }
 
 async fn fetch(
@@ -301,16 +304,20 @@ async fn fetch(
         .iter()
         .map(|c| (c.name().to_owned(), c.type_().clone()))
         .collect();
-    let plain = sql.is_explain() || columns.is_empty();
-    let rows = if plain {
-        // a plan is a few lines of text; a row of no columns is empty
-        client.query(&described, &[]).await
+    let rows = if sql.is_explain() {
+        // a plan: a few lines of text, or one document
+        client.query(&described, &[]).await.map_err(with_position)?
     } else {
+        // PostgreSQL's positions in the bounding query, moved back to the
+        // caller's text
+        let (bounded, prefix) = bounded(sql.statement(), limits);
+        let before = sql.statement_offset();
+        let shift = |p: usize| p.checked_sub(prefix).filter(|p| *p > 0).map(|p| p + before);
         client
-            .query_typed(&bounded(sql.statement(), limits), &[])
+            .query_typed(&bounded, &[])
             .await
-    }
-    .map_err(with_position)?;
+            .map_err(|err| with_position_shifted(err, shift))?
+    };
     let mut values: Vec<Value> = Vec::with_capacity(rows.len().min(limits.max_rows));
     let mut bytes = 0usize;
     let mut truncated = false;
@@ -329,8 +336,6 @@ async fn fetch(
             .map_err(ToolError::from_database)?;
             bytes += plan.to_string().len();
             Value::Array(vec![plan])
-        } else if columns.is_empty() {
-            Value::Array(Vec::new())
         } else {
             match row
                 .try_get::<_, Option<String>>(0)
@@ -409,6 +414,15 @@ impl<'de> serde::Deserialize<'de> for Entries {
 /// PostgreSQL's message, with where it points, and what to do about a
 /// column this role may not read.
 fn with_position(err: tokio_postgres::Error) -> ToolError {
+    with_position_shifted(err, Some)
+}
+
+/// [`with_position`], for a statement whose positions `shift` maps back to
+/// the caller's text (or to none, when they point outside it).
+fn with_position_shifted(
+    err: tokio_postgres::Error,
+    shift: impl Fn(usize) -> Option<usize>,
+) -> ToolError {
     let hidden_column = err.code()
         == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE)
         && err
@@ -423,7 +437,7 @@ fn with_position(err: tokio_postgres::Error) -> ToolError {
         );
     }
     let position = err.as_db_error().and_then(|db| match db.position() {
-        Some(tokio_postgres::error::ErrorPosition::Original(p)) => Some(*p),
+        Some(tokio_postgres::error::ErrorPosition::Original(p)) => shift(*p as usize),
         _ => None,
     });
     match (ToolError::from_database(err), position) {
