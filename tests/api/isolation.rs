@@ -193,7 +193,10 @@ async fn a_call_cannot_outlive_its_deadline_even_when_its_sql_lifts_the_timeout(
     let elapsed = started.elapsed();
     assert!(matches!(outcome, Err(db::Interrupted::Deadline)));
     println!("a call limited to 1 s that lifted its own timeout ended after {elapsed:?}");
-    assert!(elapsed < Duration::from_millis(2500), "{elapsed:?}");
+    assert!(
+        elapsed < Duration::from_secs(1) + db::CANCEL_GRACE + Duration::from_secs(1),
+        "{elapsed:?}"
+    );
     assert_eq!(active_queries(&db, "pg_sleep(30)").await, 0);
 }
 
@@ -273,7 +276,13 @@ async fn hostile_calls_end_at_their_deadline_and_a_caller_who_leaves_stops_its_q
         assert!(answer.to_string().contains("timeout"), "{sql}: {answer}");
     }
     println!("worst wall time of a hostile call limited to {limit:?}: {worst:?}");
-    assert!(worst < limit + Duration::from_millis(1500), "{worst:?}");
+    // the bound that holds however busy the machine: the deadline, then at
+    // most the grace a cancelled call gets before its task is dropped (the
+    // number printed is the one to compare with the limit)
+    assert!(
+        worst < limit + db::CANCEL_GRACE + Duration::from_secs(1),
+        "{worst:?}"
+    );
 
     // a caller who goes away: its statement is cancelled in PostgreSQL
     let app = spawn_app_with(db.clone(), |settings| {
