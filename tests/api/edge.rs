@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb};
-use crate::server::{JWT_SECRET, TestApp, as_caller, call, claims, spawn_app_with, text, token};
+use crate::server::{
+    JWT_SECRET, TestApp, as_caller, call, claims, spawn_app_with, spawn_jwt_app, text, token,
+};
 
 fn address(app: &TestApp) -> SocketAddr {
     app.url
@@ -36,6 +37,13 @@ async fn post(app: &TestApp, headers: &[(&str, &str)], body: &str) -> (u16, Stri
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// A 400 whose body says `message`, with no tool's answer in it.
+fn assert_refused(status: u16, body: &str, message: &str) {
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains(message), "{body}");
+    assert!(!body.contains("structuredContent"), "no tool ran: {body}");
+}
+
 const STORE_PERFORMANCE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"store_performance","arguments":{}}}"#;
 
 fn store_of(answer: &str) -> Value {
@@ -53,12 +61,7 @@ async fn a_repeated_identity_header_is_refused_in_header_mode() {
         STORE_PERFORMANCE,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("more than one x-rls-user-id header"),
-        "{body}"
-    );
-    assert!(!body.contains("structuredContent"), "no tool ran: {body}");
+    assert_refused(status, &body, "more than one x-rls-user-id header");
     // the same id twice is refused too: the rule is one header line
     let (status, _) = post(
         &app,
@@ -78,11 +81,7 @@ async fn a_repeated_identity_header_is_refused_in_header_mode() {
         STORE_PERFORMANCE,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("more than one Authorization header"),
-        "{body}"
-    );
+    assert_refused(status, &body, "more than one Authorization header");
 
     let (status, body) = post(&app, &[("x-rls-user-id", SEATTLE)], STORE_PERFORMANCE).await;
     assert_eq!(status, 200, "{body}");
@@ -92,17 +91,7 @@ async fn a_repeated_identity_header_is_refused_in_header_mode() {
 
 #[tokio::test]
 async fn a_repeated_authorization_header_is_refused_in_jwt_mode() {
-    let verifier = JwtVerifier::new(JwtSettings {
-        key: JwtKey::Secret(JWT_SECRET),
-        issuer: "https://issuer.test",
-        audience: "sqlmcp",
-        claim: "sub",
-    })
-    .unwrap();
-    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
-        s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier)))
-    })
-    .await;
+    let app = spawn_jwt_app().await;
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
     let bearer = |subject: &str| {
         format!(
@@ -121,12 +110,7 @@ async fn a_repeated_authorization_header_is_refused_in_jwt_mode() {
         STORE_PERFORMANCE,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("more than one Authorization header"),
-        "{body}"
-    );
-    assert!(!body.contains("structuredContent"), "no tool ran: {body}");
+    assert_refused(status, &body, "more than one Authorization header");
     // x-rls-user-id is checked in jwt mode too, though this mode ignores it
     let (status, body) = post(
         &app,
@@ -138,11 +122,7 @@ async fn a_repeated_authorization_header_is_refused_in_jwt_mode() {
         STORE_PERFORMANCE,
     )
     .await;
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.contains("more than one x-rls-user-id header"),
-        "{body}"
-    );
+    assert_refused(status, &body, "more than one x-rls-user-id header");
 
     let (status, body) = post(&app, &[("authorization", &seattle)], STORE_PERFORMANCE).await;
     assert_eq!(status, 200, "{body}");

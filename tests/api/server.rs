@@ -535,9 +535,8 @@ pub(crate) fn claims(subject: &str, audience: &str, issuer: &str, expires_in: i6
     json!({"sub": subject, "aud": audience, "iss": issuer, "exp": now + expires_in, "nbf": now - 10})
 }
 
-#[tokio::test]
-async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
-    use base64::Engine as _;
+/// A server in JWT mode with HS256 tokens signed by [`JWT_SECRET`].
+pub(crate) async fn spawn_jwt_app() -> TestApp {
     let verifier = JwtVerifier::new(JwtSettings {
         key: JwtKey::Secret(JWT_SECRET),
         issuer: "https://issuer.test",
@@ -545,10 +544,16 @@ async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
         claim: "sub",
     })
     .unwrap();
-    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
+    spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
         s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier)))
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
+    use base64::Engine as _;
+    let app = spawn_jwt_app().await;
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
     let hs = jsonwebtoken::Algorithm::HS256;
 
