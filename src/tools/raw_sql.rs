@@ -229,8 +229,13 @@ pub async fn execute_unchecked_for_tests(
 
 /// The settings a raw query runs under besides those of every call
 /// ([`db::call_settings`]); its `statement_timeout` is `limits`'.
-pub fn settings(limits: Limits) -> [(&'static str, String); 3] {
+/// `standard_conforming_strings` is pinned to how the policy's parser lexes
+/// (`'\'` is a backslash in a string): with it off, as a database or role
+/// default may say, `\'` would be a quote to PostgreSQL, and text the policy
+/// read as a string literal would run as code.
+pub fn settings(limits: Limits) -> [(&'static str, String); 4] {
     [
+        ("standard_conforming_strings", "on".to_owned()),
         (
             "lock_timeout",
             format!("{}ms", limits.lock_timeout.as_millis()),

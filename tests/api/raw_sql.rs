@@ -773,6 +773,30 @@ async fn legitimate_analytics_pass() {
     }
 }
 
+/// The policy lexes as PostgreSQL does with `standard_conforming_strings`
+/// on. A database whose default says off would read `\'` as a quote, and
+/// code the policy saw inside a string would run: the call pins it on.
+#[tokio::test]
+async fn the_policys_lexer_holds_whatever_the_database_defaults_to() {
+    let db = TestDb::seeded().await;
+    db.owner()
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET standard_conforming_strings = off",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let mut client = db.app().await;
+    // with the setting on, two string literals; with it off, one string, a
+    // call of pg_backend_pid() and a comment
+    let sql = r#"SELECT 'a\' AS x, ' , pg_backend_pid() AS pid --'"#;
+    let result = run(&mut client, SEATTLE, sql, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(result["c"], json!(["x", "?column?"]), "{result}");
+}
+
 #[tokio::test]
 async fn results_keep_their_types_and_respect_rls() {
     let db = TestDb::seeded().await;
