@@ -608,18 +608,25 @@ fn shown(name: &[String]) -> String {
     name.join(".")
 }
 
+/// `object` or `schema.object`; a longer name of a `what` is refused.
+fn qualified<'a>(
+    name: &'a [String],
+    what: &str,
+    location: Option<i64>,
+) -> Result<(Option<&'a str>, &'a str), Violation> {
+    match name {
+        [object] => Ok((None, object)),
+        [schema, object] => Ok((Some(schema), object)),
+        _ => refuse(format!("{what} {} not allowed", shown(name)), location),
+    }
+}
+
 fn check_function(
     name: &[String],
     location: Option<i64>,
     names: &DatabaseNames,
 ) -> Result<(), Violation> {
-    let (schema, function) = match name {
-        [function] => (None, function.as_str()),
-        [schema, function] => (Some(schema.as_str()), function.as_str()),
-        _ => {
-            return refuse(format!("function {} not allowed", shown(name)), location);
-        }
-    };
+    let (schema, function) = qualified(name, "function", location)?;
     let Some(schemas) = names.functions.get(function) else {
         return unknown(
             format!("function {} does not exist or is not allowed", shown(name)),
@@ -711,11 +718,7 @@ fn check_operator(
     location: Option<i64>,
     names: &DatabaseNames,
 ) -> Result<(), Violation> {
-    let (schema, operator) = match name {
-        [operator] => (None, operator.as_str()),
-        [schema, operator] => (Some(schema.as_str()), operator.as_str()),
-        _ => return refuse(format!("operator {} not allowed", shown(name)), location),
-    };
+    let (schema, operator) = qualified(name, "operator", location)?;
     if schema.is_some_and(|s| !SEARCH_PATH.contains(&s)) {
         return refuse(format!("operator {} not allowed", shown(name)), location);
     }
