@@ -551,6 +551,9 @@ const LEGITIMATE: &[&str] = &[
     "EXPLAIN (COSTS OFF) SELECT * FROM retail.orders WHERE order_date > '2024-01-01'",
     "EXPLAIN (FORMAT JSON, COSTS false) SELECT count(*) FROM retail.order_items",
     "EXPLAIN (COSTS 0, FORMAT YAML, VERBOSE) SELECT store_id FROM retail.orders LIMIT 1",
+    // column names that are the bounding query's own aliases
+    "SELECT date_part('year', o.order_date) AS y, date_part('quarter', o.order_date) AS q, count(*) AS orders FROM retail.orders o GROUP BY 1, 2",
+    "SELECT 1 AS q, 2 AS r, 3 AS w, 4 AS j, 5 AS n, 6 AS \"q.*\"",
 ];
 
 async fn run(
