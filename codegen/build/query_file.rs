@@ -29,6 +29,8 @@ pub struct QueryFile {
     pub numbered_sql: String,
     /// Bind parameter names in order of first appearance.
     pub bind_params: Vec<String>,
+    /// 1-based line of the file where each bind parameter first appears.
+    pub bind_param_lines: Vec<usize>,
     /// 1-based line of the file where the SQL starts.
     pub sql_line: usize,
 }
@@ -143,10 +145,11 @@ pub fn parse(text: &str) -> Result<QueryFile, FileError> {
     }
     let sql_line = index + 1;
     let body = lines[index..].join("\n");
-    let (numbered_sql, bind_params) = number_params(&body, sql_line)?;
-    if numbered_sql.trim().is_empty() {
+    let numbered = number_params(&body, sql_line)?;
+    if numbered.text.trim().is_empty() {
         return error(sql_line, format!("query `{name}` has no SQL"));
     }
+    check_read_only(&numbered.text, sql_line)?;
     Ok(QueryFile {
         name,
         nullable_params,
@@ -155,8 +158,9 @@ pub fn parse(text: &str) -> Result<QueryFile, FileError> {
         title,
         params,
         embeds,
-        numbered_sql,
-        bind_params,
+        numbered_sql: numbered.text,
+        bind_params: numbered.names,
+        bind_param_lines: numbered.lines,
         sql_line,
     })
 }
@@ -364,13 +368,26 @@ fn parse_embed(args: &str, line: usize) -> Result<EmbedDirective, FileError> {
     })
 }
 
+/// A query's SQL with its bind parameters numbered.
+#[derive(Debug)]
+pub struct NumberedSql {
+    /// The SQL with `$n` for `:name`, comments blanked (line breaks kept)
+    /// and the final `;` removed.
+    pub text: String,
+    /// Parameter names, in order of first appearance.
+    pub names: Vec<String>,
+    /// The line of each parameter's first appearance.
+    pub lines: Vec<usize>,
+}
+
 /// Replaces `:name` bind parameters by `$n` (numbered by first appearance,
 /// as cornucopia does), skipping literals, quoted identifiers, comments and
 /// `::` casts.
-pub fn number_params(sql: &str, first_line: usize) -> Result<(String, Vec<String>), FileError> {
+pub fn number_params(sql: &str, first_line: usize) -> Result<NumberedSql, FileError> {
     let bytes = sql.as_bytes();
     let mut out = String::with_capacity(sql.len());
     let mut names: Vec<String> = Vec::new();
+    let mut lines: Vec<usize> = Vec::new();
     let mut i = 0;
     let line_of = |at: usize| first_line + sql[..at].matches('\n').count();
     while i < bytes.len() {
@@ -424,6 +441,7 @@ pub fn number_params(sql: &str, first_line: usize) -> Result<(String, Vec<String
                 Some(position) => position + 1,
                 None => {
                     names.push(name.to_owned());
+                    lines.push(line_of(i));
                     names.len()
                 }
             };
@@ -435,8 +453,97 @@ pub fn number_params(sql: &str, first_line: usize) -> Result<(String, Vec<String
             i += ch.len_utf8();
         }
     }
-    let trimmed = out.trim_end().trim_end_matches(';').trim_end().to_owned();
-    Ok((trimmed, names))
+    let text = out.trim_end().trim_end_matches(';').trim_end().to_owned();
+    Ok(NumberedSql { text, names, lines })
+}
+
+/// Words and opening parentheses of SQL whose comments are blanked, with
+/// their byte offsets; literals and quoted identifiers are skipped.
+fn tokens(sql: &str) -> Vec<(usize, String)> {
+    let bytes = sql.as_bytes();
+    let mut tokens = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        let c = bytes[i];
+        if c == b'\'' || c == b'"' {
+            i += 1;
+            while i < bytes.len() {
+                if bytes[i] == c && bytes.get(i + 1) == Some(&c) {
+                    i += 2;
+                } else if bytes[i] == c {
+                    break;
+                } else {
+                    i += 1;
+                }
+            }
+            i += 1;
+        } else if c == b'$' && dollar_tag(&sql[i..]).is_some() {
+            let tag = dollar_tag(&sql[i..]).expect("checked");
+            i = sql[i + tag.len()..]
+                .find(tag)
+                .map_or(sql.len(), |end| i + tag.len() + end + tag.len());
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let end = sql[i..]
+                .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_' || ch == '$'))
+                .map_or(sql.len(), |n| i + n);
+            tokens.push((i, sql[i..end].to_ascii_lowercase()));
+            i = end;
+        } else if c == b'(' {
+            tokens.push((i, "(".to_owned()));
+            i += 1;
+        } else {
+            i += 1;
+        }
+    }
+    tokens
+}
+
+/// Every call runs in a read-only transaction: a statement that writes or
+/// locks rows would fail on every call, so it fails the build instead.
+fn check_read_only(sql: &str, first_line: usize) -> Result<(), FileError> {
+    let tokens = tokens(sql);
+    let line_of = |at: usize| first_line + sql[..at].matches('\n').count();
+    let words: Vec<&str> = tokens.iter().map(|(_, word)| word.as_str()).collect();
+    if let Some((at, first)) = tokens.first()
+        && !["select", "with", "values", "table", "("].contains(&first.as_str())
+    {
+        return error(
+            line_of(*at),
+            format!(
+                "a `{}` statement cannot be a tool: every call runs in a read-only transaction; \
+                 write a query (SELECT, WITH … SELECT, VALUES or TABLE)",
+                first.to_ascii_uppercase()
+            ),
+        );
+    }
+    for (index, (at, word)) in tokens.iter().enumerate() {
+        let after = |n: usize| words.get(index + n).copied().unwrap_or_default();
+        if word == "as" {
+            // AS [NOT] [MATERIALIZED] ( INSERT | UPDATE | DELETE | MERGE
+            let mut next = 1;
+            next += usize::from(after(next) == "not");
+            next += usize::from(after(next) == "materialized");
+            let verb = after(next + 1);
+            if after(next) == "(" && ["insert", "update", "delete", "merge"].contains(&verb) {
+                return error(
+                    line_of(tokens[index + next + 1].0),
+                    format!(
+                        "a `WITH … AS ({})` writes, which no call can do: every call runs in a \
+                         read-only transaction; tools only read",
+                        verb.to_ascii_uppercase()
+                    ),
+                );
+            }
+        }
+        if word == "for" && ["update", "share", "no", "key"].contains(&after(1)) {
+            return error(
+                line_of(*at),
+                "`FOR UPDATE`/`FOR SHARE` locks rows, which no call can do: every call runs in a \
+                 read-only transaction; remove the locking clause",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `$$` or `$tag$` at the start of `text`.

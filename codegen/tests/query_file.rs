@@ -69,8 +69,59 @@ FROM t WHERE s = 'it''s :quoted' AND d = $tag$ :dollar $tag$ AND \"x:y\" = 1 /* 
 
 #[test]
 fn block_comments_keep_tokens_and_lines_apart() {
-    let (sql, _) = number_params("SELECT a/* x */b,\n/* one\ntwo */ :p", 1).unwrap();
-    assert_eq!(sql, "SELECT a b,\n\n $1");
+    let numbered = number_params("SELECT a/* x */b,\n/* one\ntwo */ :p", 1).unwrap();
+    assert_eq!(numbered.text, "SELECT a b,\n\n $1");
+    assert_eq!(numbered.lines, [3]);
+}
+
+#[test]
+fn each_parameter_keeps_the_line_of_its_first_use() {
+    let parsed = parse("--! q\n--- d\nSELECT :a,\n  :b,\n  :a,\n  :c").unwrap();
+    assert_eq!(parsed.bind_params, ["a", "b", "c"]);
+    assert_eq!(parsed.bind_param_lines, [3, 4, 6]);
+}
+
+#[test]
+fn statements_that_write_or_lock_are_refused_with_their_line() {
+    let refused = [
+        (
+            "--! q\nUPDATE t SET a = :a RETURNING a",
+            "line 2: a `UPDATE` statement cannot be a tool",
+        ),
+        (
+            "--! q\n-- a comment\ninsert into t values (:a) returning a",
+            "line 3: a `INSERT` statement cannot be a tool",
+        ),
+        (
+            "--! q\nWITH gone AS (\n  DELETE FROM t RETURNING a)\nSELECT a FROM gone",
+            "line 3: a `WITH … AS (DELETE)` writes",
+        ),
+        (
+            "--! q\nWITH m AS NOT MATERIALIZED (MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE RETURNING 1)\nSELECT 1",
+            "line 2: a `WITH … AS (MERGE)` writes",
+        ),
+        (
+            "--! q\nSELECT a FROM t\nFOR NO KEY UPDATE",
+            "line 3: `FOR UPDATE`/`FOR SHARE` locks rows",
+        ),
+        (
+            "--! q\nEXPLAIN SELECT 1",
+            "a `EXPLAIN` statement cannot be a tool",
+        ),
+    ];
+    for (file, expected) in refused {
+        let err = parse(file).unwrap_err().to_string();
+        assert!(err.contains(expected), "{file:?}: {err}");
+    }
+    // Words inside literals, quoted names and functions are not statements.
+    for file in [
+        "--! q\n(SELECT 'DELETE' AS \"update\")",
+        "--! q\nVALUES (substring('abc' FROM 1 FOR 2))",
+        "--! q\nWITH x AS (SELECT $$ insert $$ AS a) TABLE x",
+        "--! q\nSELECT a AS \"for\", update FROM t",
+    ] {
+        parse(file).unwrap_or_else(|err| panic!("{file:?}: {err}"));
+    }
 }
 
 #[test]
