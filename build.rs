@@ -111,8 +111,19 @@ fn doc_lines(text: &str, indent: &str) -> String {
 }
 
 fn tool_module(query: &Query) -> String {
+    [
+        header(query),
+        args_struct(query),
+        validate_fn(query),
+        prepare_fn(query),
+        run_fn(query),
+    ]
+    .concat()
+}
+
+/// Where the module comes from, its imports and its constants.
+fn header(query: &Query) -> String {
     let name = &query.name;
-    let row_struct = catalogue::struct_name(name);
     let mut out = String::new();
     writeln!(out, "// {}", catalogue::GENERATED_NOTICE).unwrap();
     writeln!(out, "// Tool `{name}`, from {}.\n", query.file).unwrap();
@@ -139,9 +150,14 @@ fn tool_module(query: &Query) -> String {
         "pub const OUTPUT_SCHEMA: &str = r{hashes}\"{schema}\"{hashes};\n"
     )
     .unwrap();
+    out
+}
 
-    // The argument struct.
-    writeln!(out, "/// Arguments of the `{name}` tool.").unwrap();
+/// The argument struct (serde + schemars, unknown fields refused) and the
+/// functions giving its defaults.
+fn args_struct(query: &Query) -> String {
+    let mut out = String::new();
+    writeln!(out, "/// Arguments of the `{}` tool.", query.name).unwrap();
     writeln!(
         out,
         "#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]"
@@ -152,56 +168,83 @@ fn tool_module(query: &Query) -> String {
     for embed in &query.embeds {
         out.push_str(&doc_lines(&embed.description, "    "));
         writeln!(out, "    #[schemars(length(min = 1))]").unwrap();
-        writeln!(out, "    pub {}: String,", embed.text_arg).unwrap();
+        writeln!(
+            out,
+            "    pub {}: String,",
+            catalogue::field(&embed.text_arg)
+        )
+        .unwrap();
     }
     let mut defaults = String::new();
     for param in visible_params(query) {
-        let rust = rust_type(&param.pg_type);
-        if let Some(description) = &param.description {
-            out.push_str(&doc_lines(description, "    "));
-        }
-        let field_type = match (&param.default, param.nullable) {
-            (Some(default), _) => {
-                let function = format!("default_{}", param.name);
-                writeln!(out, "    #[serde(default = {function:?})]").unwrap();
-                writeln!(
-                    defaults,
-                    "fn {function}() -> {rust} {{\n    {}\n}}\n",
-                    literal(kind(param), default, &rust)
-                )
-                .unwrap();
-                rust.clone()
-            }
-            (None, true) => {
-                writeln!(out, "    #[serde(default)]").unwrap();
-                format!("Option<{rust}>")
-            }
-            (None, false) => rust.clone(),
-        };
-        if kind(param) != ValueKind::Decimal && (param.minimum.is_some() || param.maximum.is_some())
-        {
-            let bounds: Vec<String> = [("min", &param.minimum), ("max", &param.maximum)]
-                .into_iter()
-                .filter_map(|(key, bound)| {
-                    bound.as_ref().map(|b| {
-                        format!(
-                            "{key} = {}",
-                            literal(kind(param), &serde_json::Value::Number(b.clone()), &rust)
-                        )
-                    })
-                })
-                .collect();
-            writeln!(out, "    #[schemars(range({}))]", bounds.join(", ")).unwrap();
-        }
-        if let Some(allowed) = &param.allowed {
-            writeln!(out, "    #[schemars(extend(\"enum\" = {allowed:?}))]").unwrap();
-        }
-        writeln!(out, "    pub {}: {field_type},", param.name).unwrap();
+        out.push_str(&arg_field(param, &mut defaults));
     }
     writeln!(out, "}}\n").unwrap();
     out.push_str(&defaults);
+    out
+}
 
-    // Validation of what the types alone do not say.
+/// One field of `Args`; a defaulted one adds its default function to
+/// `defaults`.
+fn arg_field(param: &Param, defaults: &mut String) -> String {
+    let rust = rust_type(&param.pg_type);
+    let mut out = String::new();
+    if let Some(description) = &param.description {
+        out.push_str(&doc_lines(description, "    "));
+    }
+    let field_type = match (&param.default, param.nullable) {
+        (Some(default), _) => {
+            let function = format!("default_{}", param.name);
+            writeln!(out, "    #[serde(default = {function:?})]").unwrap();
+            writeln!(
+                defaults,
+                "fn {function}() -> {rust} {{\n    {}\n}}\n",
+                literal(kind(param), default, &rust)
+            )
+            .unwrap();
+            rust.clone()
+        }
+        (None, true) => {
+            writeln!(out, "    #[serde(default)]").unwrap();
+            format!("Option<{rust}>")
+        }
+        (None, false) => rust.clone(),
+    };
+    if param.minimum.is_some() || param.maximum.is_some() {
+        // The schema states a decimal's bounds as JSON numbers; they apply
+        // when the caller sends a number, and `validate` checks strings too.
+        let schema_kind = match kind(param) {
+            ValueKind::Decimal => ValueKind::Float,
+            other => other,
+        };
+        let bounds: Vec<String> = [("min", &param.minimum), ("max", &param.maximum)]
+            .into_iter()
+            .filter_map(|(key, bound)| {
+                bound.as_ref().map(|b| {
+                    format!(
+                        "{key} = {}",
+                        literal(schema_kind, &serde_json::Value::Number(b.clone()), &rust)
+                    )
+                })
+            })
+            .collect();
+        writeln!(out, "    #[schemars(range({}))]", bounds.join(", ")).unwrap();
+    }
+    if let Some(allowed) = &param.allowed {
+        writeln!(out, "    #[schemars(extend(\"enum\" = {allowed:?}))]").unwrap();
+    }
+    writeln!(
+        out,
+        "    pub {}: {field_type},",
+        catalogue::field(&param.name)
+    )
+    .unwrap();
+    out
+}
+
+/// `Args::validate`: what the types alone do not say.
+fn validate_fn(query: &Query) -> String {
+    let mut out = String::new();
     writeln!(out, "impl Args {{").unwrap();
     writeln!(
         out,
@@ -217,68 +260,101 @@ fn tool_module(query: &Query) -> String {
         writeln!(
             out,
             "        check_not_blank({:?}, &self.{})?;",
-            embed.text_arg, embed.text_arg
+            embed.text_arg,
+            catalogue::field(&embed.text_arg)
         )
         .unwrap();
     }
     for param in visible_params(query) {
-        let rust = rust_type(&param.pg_type);
-        let bound = |b: &Option<serde_json::Number>| match b {
-            Some(n) => format!(
-                "Some({})",
-                literal(kind(param), &serde_json::Value::Number(n.clone()), &rust)
-            ),
-            None => "None".to_owned(),
-        };
-        let mut checks = Vec::new();
-        if param.minimum.is_some() || param.maximum.is_some() {
-            checks.push(format!(
-                "check_range({:?}, value, {}, {})?;",
-                param.name,
-                bound(&param.minimum),
-                bound(&param.maximum)
-            ));
-        }
-        if let Some(allowed) = &param.allowed {
-            checks.push(format!(
-                "check_allowed({:?}, value, &{allowed:?})?;",
-                param.name
-            ));
-        }
-        if checks.is_empty() {
-            continue;
-        }
-        let optional = param.default.is_none() && param.nullable;
-        if optional {
-            writeln!(out, "        if let Some(value) = &self.{} {{", param.name).unwrap();
-        } else {
-            writeln!(
-                out,
-                "        {{\n            let value = &self.{};",
-                param.name
-            )
-            .unwrap();
-        }
-        for check in checks {
-            writeln!(out, "            {check}").unwrap();
-        }
-        writeln!(out, "        }}").unwrap();
+        out.push_str(&param_checks(param));
     }
     writeln!(out, "        Ok(())\n    }}\n}}\n").unwrap();
+    out
+}
 
-    // Embedding happens before the call takes a database connection.
+/// The range and enum checks of one argument, if it has any.
+fn param_checks(param: &Param) -> String {
+    let rust = rust_type(&param.pg_type);
+    let bound = |b: &Option<serde_json::Number>| match b {
+        Some(n) => format!(
+            "Some({})",
+            literal(kind(param), &serde_json::Value::Number(n.clone()), &rust)
+        ),
+        None => "None".to_owned(),
+    };
+    let mut checks = Vec::new();
+    if param.minimum.is_some() || param.maximum.is_some() {
+        checks.push(format!(
+            "check_range({:?}, value, {}, {})?;",
+            param.name,
+            bound(&param.minimum),
+            bound(&param.maximum)
+        ));
+    }
+    if let Some(allowed) = &param.allowed {
+        checks.push(format!(
+            "check_allowed({:?}, value, &{allowed:?})?;",
+            param.name
+        ));
+    }
+    if checks.is_empty() {
+        return String::new();
+    }
+    let field = catalogue::field(&param.name);
+    let mut out = if param.default.is_none() && param.nullable {
+        format!("        if let Some(value) = &self.{field} {{\n")
+    } else {
+        format!("        {{\n            let value = &self.{field};\n")
+    };
+    for check in checks {
+        writeln!(out, "            {check}").unwrap();
+    }
+    out.push_str("        }\n");
+    out
+}
+
+/// The name `Ready` and `run` give the vector embedded for `param`.
+fn embedded(vector_param: &str) -> String {
+    format!("embedded_{vector_param}")
+}
+
+/// The fields of `Ready`, in order. The arguments are kept only if some are
+/// bound to the query (embedded texts are not).
+fn ready_fields(query: &Query) -> Vec<String> {
+    let mut fields = Vec::new();
+    if visible_params(query).next().is_some() {
+        fields.push("args".to_owned());
+    }
+    fields.extend(query.embeds.iter().map(|e| embedded(&e.vector_param)));
+    if !query.embeds.is_empty() {
+        fields.push("embedding_model".to_owned());
+    }
+    fields
+}
+
+/// `Ready { args, … }`, as a pattern or a struct expression.
+fn ready_pattern(query: &Query) -> String {
+    match ready_fields(query).join(", ") {
+        fields if fields.is_empty() => "Ready {}".to_owned(),
+        fields => format!("Ready {{ {fields} }}"),
+    }
+}
+
+/// `Ready` and `prepare`: embedding happens before the call takes a
+/// database connection.
+fn prepare_fn(query: &Query) -> String {
+    let mut out = String::new();
     writeln!(
         out,
         "/// The arguments, with every `--@ embed` text turned into its vector."
     )
     .unwrap();
-    writeln!(
-        out,
-        "#[derive(Debug)]\npub struct Ready {{\n    args: Args,"
-    )
-    .unwrap();
+    writeln!(out, "#[derive(Debug)]\npub struct Ready {{").unwrap();
+    if visible_params(query).next().is_some() {
+        writeln!(out, "    args: Args,").unwrap();
+    }
     for embed in &query.embeds {
-        writeln!(out, "    {}: Vec<f32>,", embed.vector_param).unwrap();
+        writeln!(out, "    {}: Vec<f32>,", embedded(&embed.vector_param)).unwrap();
     }
     if !query.embeds.is_empty() {
         writeln!(out, "    embedding_model: String,").unwrap();
@@ -290,8 +366,14 @@ fn tool_module(query: &Query) -> String {
          pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {{"
     )
     .unwrap();
-    let mut fields = vec!["args".to_owned()];
-    if !query.embeds.is_empty() {
+    if query.embeds.is_empty() {
+        let unused = if visible_params(query).next().is_some() {
+            "context"
+        } else {
+            "(args, context)"
+        };
+        writeln!(out, "    let _ = {unused};").unwrap();
+    } else {
         writeln!(out, "    let embedder = context.embedder()?;").unwrap();
         for embed in &query.embeds {
             let dimensions = match embed.dimensions {
@@ -301,78 +383,98 @@ fn tool_module(query: &Query) -> String {
             writeln!(
                 out,
                 "    let {} = embed(embedder, NAME, {:?}, &args.{}, {dimensions}).await?;",
-                embed.vector_param, embed.text_arg, embed.text_arg
+                embedded(&embed.vector_param),
+                embed.text_arg,
+                catalogue::field(&embed.text_arg)
             )
             .unwrap();
-            fields.push(embed.vector_param.clone());
         }
         writeln!(
             out,
             "    let embedding_model = embedder.model_id().to_owned();"
         )
         .unwrap();
-        fields.push("embedding_model".to_owned());
-    } else {
-        writeln!(out, "    let _ = context;").unwrap();
     }
-    writeln!(out, "    Ok(Ready {{ {} }})\n}}\n", fields.join(", ")).unwrap();
+    writeln!(out, "    Ok({})\n}}\n", ready_pattern(query)).unwrap();
+    out
+}
 
-    // The call.
+/// The value bound to `param`, as an expression borrowed by cornucopia's
+/// `bind`.
+fn bound_value(query: &Query, param: &Param) -> String {
+    let embed = query.embeds.iter().find(|e| e.vector_param == param.name);
+    let is_model = query
+        .embeds
+        .iter()
+        .any(|e| e.model_param.as_deref() == Some(param.name.as_str()));
+    let value = match (embed, is_model) {
+        (Some(embed), _) => embedded(&embed.vector_param),
+        (None, true) => "embedding_model.clone()".to_owned(),
+        (None, false) => format!("args.{}", catalogue::field(&param.name)),
+    };
+    let hidden = embed.is_some() || is_model;
+    // cornucopia takes a nullable parameter as an Option
+    if param.nullable && (hidden || param.default.is_some()) {
+        format!("&Some({value})")
+    } else if is_model {
+        "&embedding_model".to_owned()
+    } else {
+        format!("&{value}")
+    }
+}
+
+/// The closure turning one row from cornucopia into its JSON object.
+/// `real` values are written as their shortest decimal (`0.1`, not the
+/// `0.10000000149011612` of the same value widened to a double).
+fn row_to_json(query: &Query) -> String {
+    let to_value = match query.columns.as_slice() {
+        [single] => format!("serde_json::json!({{ {:?}: row }})", single.name),
+        _ => "serde_json::to_value(row)?".to_owned(),
+    };
+    let reals: String = query
+        .columns
+        .iter()
+        .filter(|c| matches!(c.pg_type.as_str(), "float4" | "_float4"))
+        .map(|c| format!(" real_as_written(&mut value[{:?}]);", c.name))
+        .collect();
+    if reals.is_empty() && query.columns.len() > 1 {
+        return "serde_json::to_value".to_owned();
+    }
+    let binding = if reals.is_empty() {
+        "value"
+    } else {
+        "mut value"
+    };
+    format!("|row| {{ let {binding} = {to_value};{reals} Ok::<_, serde_json::Error>(value) }}")
+}
+
+/// `run`: binds the arguments, runs the query, collects its rows.
+fn run_fn(query: &Query) -> String {
+    let mut out = String::new();
     writeln!(out, "/// Runs the query with validated arguments.").unwrap();
     writeln!(
         out,
         "pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{"
     )
     .unwrap();
-    writeln!(out, "    let Ready {{ {} }} = ready;", fields.join(", ")).unwrap();
-    let mut extra = "None".to_owned();
-    for embed in &query.embeds {
-        if let Some(model) = &embed.model_param {
-            writeln!(out, "    let {model} = embedding_model.clone();").unwrap();
-        }
-        extra = "Some((\"embedding_model\", &embedding_model))".to_owned();
-    }
-    writeln!(out, "    let statement = query::{name}();").unwrap();
-    let bound: Vec<String> = query
+    writeln!(out, "    let {} = ready;", ready_pattern(query)).unwrap();
+    writeln!(out, "    let statement = query::{}();", query.name).unwrap();
+    let bound: String = query
         .params
         .iter()
-        .map(|param| {
-            let hidden = !visible_params(query).any(|p| p.name == param.name);
-            let value = if hidden {
-                param.name.clone()
-            } else {
-                format!("args.{}", param.name)
-            };
-            // cornucopia takes a nullable parameter as an Option
-            if param.nullable && (hidden || param.default.is_some()) {
-                format!("{}: Some({value})", param.name)
-            } else if hidden {
-                value
-            } else {
-                format!("{}: {value}", param.name)
-            }
-        })
+        .map(|param| format!(", {}", bound_value(query, param)))
         .collect();
-    let call = if bound.is_empty() {
-        "statement.bind(client)".to_owned()
-    } else {
-        format!(
-            "sqlmcp_codegen::client::Params::params(&statement, client, &query::{row_struct}Params {{ {} }})",
-            bound.join(", ")
-        )
-    };
-    let row = match query.columns.as_slice() {
-        [single] => format!(
-            "|value| Ok::<_, serde_json::Error>(serde_json::json!({{ {:?}: value }}))",
-            single.name
-        ),
-        _ => "serde_json::to_value".to_owned(),
-    };
     writeln!(
         out,
-        "    let rows = {call}.iter().await.map_err(ToolError::from_database)?;"
+        "    let rows = statement.bind(client{bound}).iter().await.map_err(ToolError::from_database)?;"
     )
     .unwrap();
+    let row = row_to_json(query);
+    let extra = if query.embeds.is_empty() {
+        "None"
+    } else {
+        "Some((\"embedding_model\", &embedding_model))"
+    };
     writeln!(
         out,
         "    let output = collect_rows(rows, {row}, context.max_rows, {extra}).await?;"
@@ -444,79 +546,84 @@ fn output_schema(query: &Query) -> serde_json::Value {
     schema
 }
 
-/// The list of generated tools and the dispatch by name.
+/// The list of generated tools and the dispatch by name: `DEFINITIONS`,
+/// `CuratedCall` (parsed arguments) and `ReadyCall` (embedded, ready to run),
+/// one line of each per tool.
 fn registry(queries: &[Query]) -> String {
-    let mut out = String::from(
-        "\n/// Every generated tool, in name order.\npub const DEFINITIONS: &[CuratedTool] = &[\n",
-    );
     let mut sorted: Vec<&Query> = queries.iter().collect();
     sorted.sort_by(|a, b| a.name.cmp(&b.name));
-    for query in &sorted {
-        let name = &query.name;
-        writeln!(
-            out,
-            "    CuratedTool {{ name: {name}::NAME, title: {name}::TITLE, description: {name}::DESCRIPTION, \
-             source: {name}::SOURCE, output_schema: {name}::OUTPUT_SCHEMA, input_schema: input_schema::<{name}::Args> }},"
-        )
-        .unwrap();
-    }
-    out.push_str("];\n\n");
-    out.push_str("/// A call whose arguments are parsed and validated, ready to run.\n#[derive(Debug)]\npub enum CuratedCall {\n");
-    for query in &sorted {
-        writeln!(
-            out,
-            "    {}({}::Args),",
-            catalogue::struct_name(&query.name),
-            query.name
-        )
-        .unwrap();
-    }
-    out.push_str("}\n\nimpl CuratedCall {\n");
-    out.push_str("    /// Parses and validates `arguments` for the tool `name`; `None` if no generated tool has that name.\n");
-    out.push_str("    pub fn parse(name: &str, arguments: serde_json::Value) -> Option<Result<CuratedCall, ToolError>> {\n        Some(match name {\n");
-    for query in &sorted {
-        let name = &query.name;
-        writeln!(
-            out,
-            "            {name}::NAME => parse_arguments::<{name}::Args>(arguments).and_then(|args| {{ args.validate()?; Ok(CuratedCall::{}(args)) }}),",
-            catalogue::struct_name(name)
-        )
-        .unwrap();
-    }
-    out.push_str("            _ => return None,\n        })\n    }\n\n");
-    out.push_str("    /// Embeds what the tool embeds; no database needed.\n");
-    out.push_str("    pub async fn prepare(self, context: &ToolContext<'_>) -> Result<ReadyCall, ToolError> {\n        Ok(match self {\n");
-    for query in &sorted {
+    let [
+        mut definitions,
+        mut call_variants,
+        mut parse_arms,
+        mut prepare_arms,
+        mut ready_variants,
+        mut run_arms,
+    ] = <[String; 6]>::default();
+    for query in sorted {
+        let module = &query.name;
         let variant = catalogue::struct_name(&query.name);
         writeln!(
-            out,
-            "            CuratedCall::{variant}(args) => ReadyCall::{variant}({}::prepare(args, context).await?),",
-            query.name
+            definitions,
+            "    CuratedTool {{ name: {module}::NAME, title: {module}::TITLE, description: {module}::DESCRIPTION, \
+             source: {module}::SOURCE, output_schema: {module}::OUTPUT_SCHEMA, input_schema: input_schema::<{module}::Args> }},"
         )
         .unwrap();
-    }
-    out.push_str("        })\n    }\n}\n\n");
-    out.push_str("/// A call ready to run: arguments valid, texts embedded.\n#[derive(Debug)]\npub enum ReadyCall {\n");
-    for query in &sorted {
+        writeln!(call_variants, "    {variant}(Box<{module}::Args>),").unwrap();
         writeln!(
-            out,
-            "    {}({}::Ready),",
-            catalogue::struct_name(&query.name),
-            query.name
+            parse_arms,
+            "            {module}::NAME => parse_arguments::<{module}::Args>(arguments).and_then(|args| {{ args.validate()?; Ok(CuratedCall::{variant}(Box::new(args))) }}),"
         )
         .unwrap();
-    }
-    out.push_str("}\n\nimpl ReadyCall {\n");
-    out.push_str("    pub async fn run(self, client: &impl sqlmcp_codegen::client::GenericClient, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {\n        match self {\n");
-    for query in &sorted {
         writeln!(
-            out,
-            "            ReadyCall::{}(ready) => {}::run(client, ready, context).await,",
-            catalogue::struct_name(&query.name),
-            query.name
+            prepare_arms,
+            "            CuratedCall::{variant}(args) => ReadyCall::{variant}(Box::new({module}::prepare(*args, context).await?)),"
+        )
+        .unwrap();
+        writeln!(ready_variants, "    {variant}(Box<{module}::Ready>),").unwrap();
+        writeln!(
+            run_arms,
+            "            ReadyCall::{variant}(ready) => {module}::run(client, *ready, context).await,"
         )
         .unwrap();
     }
-    out.push_str("        }\n    }\n}\n");
-    out
+    format!(
+        "
+/// Every generated tool, in name order.
+pub const DEFINITIONS: &[CuratedTool] = &[
+{definitions}];
+
+/// A call whose arguments are parsed and validated, ready to run.
+#[derive(Debug)]
+pub enum CuratedCall {{
+{call_variants}}}
+
+impl CuratedCall {{
+    /// Parses and validates `arguments` for the tool `name`; `None` if no generated tool has that name.
+    pub fn parse(name: &str, arguments: serde_json::Value) -> Option<Result<CuratedCall, ToolError>> {{
+        Some(match name {{
+{parse_arms}            _ => return None,
+        }})
+    }}
+
+    /// Embeds what the tool embeds; no database needed.
+    pub async fn prepare(self, context: &ToolContext<'_>) -> Result<ReadyCall, ToolError> {{
+        Ok(match self {{
+{prepare_arms}        }})
+    }}
+}}
+
+/// A call ready to run: arguments valid, texts embedded.
+#[derive(Debug)]
+pub enum ReadyCall {{
+{ready_variants}}}
+
+impl ReadyCall {{
+    pub async fn run(self, client: &impl sqlmcp_codegen::client::GenericClient, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{
+        match self {{
+{run_arms}        }}
+    }}
+}}
+"
+    )
 }

@@ -133,7 +133,7 @@ pub fn type_mapping(pg_type: &str) -> Option<TypeMapping> {
         "float8" => m("f64", r#"{"type":"number"}"#, Float),
         "numeric" => m(
             "rust_decimal::Decimal",
-            r#"{"type":"string","format":"decimal","pattern":"^-?[0-9]+(\\.[0-9]+)?$"}"#,
+            r#"{"type":"string","pattern":"^-?[0-9]+(\\.[0-9]+)?$","description":"exact decimal number, written as a string"}"#,
             Decimal,
         ),
         "text" | "varchar" | "bpchar" | "name" => m("String", r#"{"type":"string"}"#, Text),
@@ -144,7 +144,7 @@ pub fn type_mapping(pg_type: &str) -> Option<TypeMapping> {
         ),
         "timestamp" => m(
             "chrono::NaiveDateTime",
-            r#"{"type":"string","description":"date and time without a time zone, YYYY-MM-DDTHH:MM:SS"}"#,
+            r#"{"type":"string","pattern":"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?$","description":"date and time without a time zone, YYYY-MM-DDTHH:MM:SS[.fraction]"}"#,
             Other,
         ),
         "timestamptz" => m(
@@ -181,6 +181,35 @@ pub fn json_schema(pg_type: &str) -> Option<serde_json::Value> {
         Some(element) => type_mapping(element)
             .map(|m| serde_json::json!({ "type": "array", "items": schema(m) })),
         None => type_mapping(pg_type).map(schema),
+    }
+}
+
+/// Rust keywords a name may not take even as a raw identifier; a parameter
+/// or column named so is refused with a request to rename it.
+pub const UNUSABLE_NAMES: [&str; 3] = ["crate", "self", "super"];
+
+/// Rust keywords (2024 edition, strict and reserved) that a field takes as a
+/// raw identifier, as cornucopia does: `type` becomes `r#type`.
+const KEYWORDS: &[&str] = &[
+    "abstract", "as", "async", "await", "become", "box", "break", "const", "continue", "do", "dyn",
+    "else", "enum", "extern", "false", "final", "fn", "for", "gen", "if", "impl", "in", "let",
+    "loop", "macro", "match", "mod", "move", "mut", "override", "priv", "pub", "ref", "return",
+    "static", "struct", "trait", "true", "try", "type", "typeof", "union", "unsafe", "unsized",
+    "use", "virtual", "where", "while", "yield",
+];
+
+/// Whether `name` is a Rust keyword.
+pub fn is_rust_keyword(name: &str) -> bool {
+    KEYWORDS.contains(&name) || UNUSABLE_NAMES.contains(&name)
+}
+
+/// A parameter's or column's name as a Rust field: `r#type` for `type`.
+/// serde and schemars strip the `r#`, so JSON keeps the SQL name.
+pub fn field(name: &str) -> String {
+    if KEYWORDS.contains(&name) {
+        format!("r#{name}")
+    } else {
+        name.to_owned()
     }
 }
 

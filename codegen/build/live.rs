@@ -37,7 +37,21 @@ pub fn generate(url: &str, paths: &Paths) -> Result<(), String> {
 
     let mut scratch_config = admin_config.clone();
     scratch_config.dbname(&scratch);
-    let outcome = generate_in(&runtime, &scratch_config, paths);
+    // cornucopia panics on some inputs; the scratch database is dropped then
+    // too, and the panic becomes an error naming what failed.
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        generate_in(&runtime, &scratch_config, paths)
+    }))
+    .unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("no message");
+        Err(format!(
+            "generating the query code failed inside cornucopia: {message}"
+        ))
+    });
 
     if let Err(err) = runtime
         .block_on(admin.batch_execute(&format!("DROP DATABASE IF EXISTS {scratch} WITH (FORCE)")))
@@ -91,6 +105,14 @@ fn generate_in(
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
+        if catalogue::is_rust_keyword(&parsed.name) {
+            return Err(format!(
+                "{rel}: line 1: the query name `{}` is a Rust keyword, and the generated code \
+                 names a module after the query; choose another name (e.g. `{}_query`) for the \
+                 query and its file",
+                parsed.name, parsed.name
+            ));
+        }
         if parsed.name != stem {
             return Err(format!(
                 "{rel}: the query is named `{}`; name the file {}.sql (one tool per file, named alike)",
@@ -338,9 +360,19 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
     let mut params = Vec::new();
     for (index, param_name) in parsed.bind_params.iter().enumerate() {
         let pg_type = statement.params()[index].name().to_owned();
+        let line = parsed.bind_param_lines[index];
+        if catalogue::UNUSABLE_NAMES.contains(&param_name.as_str()) {
+            return Err(fail(
+                line,
+                format!(
+                    "parameter :{param_name} of query `{name}` has a name Rust cannot use for a \
+                     field; rename it (e.g. :{param_name}_value)"
+                ),
+            ));
+        }
         if catalogue::rust_type(&pg_type).is_none() {
             return Err(fail(
-                parsed.sql_line,
+                line,
                 format!(
                     "parameter :{param_name} of query `{name}` has type {pg_type}, which sqlmcp cannot \
                      take from JSON; cast it in the SQL (e.g. `:{param_name}::text::{pg_type}`)"
@@ -365,6 +397,15 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
         params.push(param);
     }
 
+    if statement.columns().is_empty() {
+        return Err(fail(
+            parsed.sql_line,
+            format!(
+                "query `{name}` returns no columns, so its tool would have nothing to answer; \
+                 select the values the tool should return (`SELECT … AS name`)"
+            ),
+        ));
+    }
     let mut columns = Vec::new();
     for column in statement.columns() {
         let column_name = column.name();
@@ -374,6 +415,15 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
                 parsed.sql_line,
                 format!(
                     "result column `{column_name}` of query `{name}` is not a snake_case name; alias it (`AS total_revenue`)"
+                ),
+            ));
+        }
+        if catalogue::UNUSABLE_NAMES.contains(&column_name) {
+            return Err(fail(
+                parsed.sql_line,
+                format!(
+                    "result column `{column_name}` of query `{name}` has a name Rust cannot use \
+                     for a field; alias it (`AS {column_name}_value`)"
                 ),
             ));
         }

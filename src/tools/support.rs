@@ -24,6 +24,7 @@ pub fn input_schema<T: schemars::JsonSchema>() -> Value {
         .into_generator()
         .into_root_schema_for::<T>();
     let mut value = serde_json::to_value(schema).expect("schemas serialise");
+    standard_formats(&mut value);
     if let Some(object) = value.as_object_mut() {
         // the tool carries its own title and description
         object.remove("$schema");
@@ -37,8 +38,73 @@ pub fn input_schema<T: schemars::JsonSchema>() -> Value {
     value
 }
 
+/// The `format`s JSON Schema 2020-12 defines; strict validators (Ajv's
+/// default) refuse a schema with any other.
+const STANDARD_FORMATS: [&str; 19] = [
+    "date-time",
+    "date",
+    "time",
+    "duration",
+    "email",
+    "idn-email",
+    "hostname",
+    "idn-hostname",
+    "ipv4",
+    "ipv6",
+    "uri",
+    "uri-reference",
+    "iri",
+    "iri-reference",
+    "uuid",
+    "uri-template",
+    "json-pointer",
+    "relative-json-pointer",
+    "regex",
+];
+
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]`: a date and time without a time zone, as
+/// the tools read and write it.
+pub const LOCAL_DATE_TIME_PATTERN: &str =
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?$";
+
+/// Rewrites schemars' OpenAPI-style formats (`int32`, `double`,
+/// `partial-date-time`, …) into standard keywords: integer widths become
+/// `minimum`/`maximum`, a date-time without a zone a `pattern`; other
+/// unknown formats are dropped.
+fn standard_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            let format = object
+                .get("format")
+                .and_then(Value::as_str)
+                .map(str::to_owned);
+            if let Some(format) = format.filter(|f| !STANDARD_FORMATS.contains(&f.as_str())) {
+                object.remove("format");
+                let bounds = match format.as_str() {
+                    "int8" => Some((i64::from(i8::MIN), i64::from(i8::MAX))),
+                    "int16" => Some((i64::from(i16::MIN), i64::from(i16::MAX))),
+                    "int32" => Some((i64::from(i32::MIN), i64::from(i32::MAX))),
+                    _ => None,
+                };
+                if let Some((minimum, maximum)) = bounds {
+                    object.entry("minimum").or_insert(minimum.into());
+                    object.entry("maximum").or_insert(maximum.into());
+                }
+                if format == "partial-date-time" {
+                    object.insert("pattern".to_owned(), LOCAL_DATE_TIME_PATTERN.into());
+                }
+            }
+            object.values_mut().for_each(standard_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(standard_formats),
+        _ => {}
+    }
+}
+
 /// Deserialises arguments, naming the argument that does not fit.
-pub fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolError> {
+pub fn parse_arguments<T: DeserializeOwned + schemars::JsonSchema>(
+    arguments: Value,
+) -> Result<T, ToolError> {
     let arguments = match arguments {
         Value::Null => Value::Object(Default::default()),
         Value::Object(_) => arguments,
@@ -75,12 +141,61 @@ pub fn parse_arguments<T: DeserializeOwned>(arguments: Value) -> Result<T, ToolE
                 },
                 None => ToolError::InvalidArguments(message),
             },
-            None => ToolError::InvalidArgument {
-                argument: path,
-                rule: message,
-            },
+            None => {
+                let rule = match expected_form(&input_schema::<T>(), &path) {
+                    Some(form) if !message.starts_with("invalid type") => {
+                        format!("{message}; expected {form}")
+                    }
+                    _ => message,
+                };
+                ToolError::InvalidArgument {
+                    argument: path,
+                    rule,
+                }
+            }
         }
     })
+}
+
+/// What a text argument at `path` (`since`, `days[2]`) must look like,
+/// from its schema: date and time parsers' own messages do not say.
+fn expected_form(schema: &Value, path: &str) -> Option<&'static str> {
+    let name = path.split(['[', '.']).next()?;
+    let mut property = &schema["properties"][name];
+    if path.contains('[') {
+        property = &property["items"];
+    }
+    if property["pattern"] == LOCAL_DATE_TIME_PATTERN {
+        return Some("a date and time without a time zone, YYYY-MM-DDTHH:MM:SS[.fraction]");
+    }
+    match property["format"].as_str()? {
+        "date" => Some("a date, YYYY-MM-DD"),
+        "date-time" => Some("an RFC 3339 date and time with its offset, e.g. 2024-05-31T10:00:00Z"),
+        "uuid" => Some("a UUID, e.g. f47ac10b-58cc-4372-a567-0e02b2c3d479"),
+        _ => None,
+    }
+}
+
+/// A `real` (f32) value, or an array of them, as its shortest decimal: JSON
+/// numbers are doubles, and the double nearest an f32 prints its binary
+/// noise.
+#[allow(
+    dead_code,
+    reason = "called by generated tools with real columns, and no shipped query has one"
+)]
+pub fn real_as_written(value: &mut Value) {
+    match value {
+        Value::Number(number) => {
+            if let Some(widened) = number.as_f64()
+                && let Ok(shortest) = (widened as f32).to_string().parse::<f64>()
+                && let Some(written) = serde_json::Number::from_f64(shortest)
+            {
+                *number = written;
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(real_as_written),
+        _ => {}
+    }
 }
 
 pub fn check_range<T: PartialOrd + std::fmt::Display>(
@@ -217,4 +332,55 @@ pub async fn collect_rows<T, E: std::fmt::Display>(
         structured[key] = Value::String(value.to_owned());
     }
     Ok(ToolOutput { structured })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn reals_are_written_as_their_shortest_decimal() {
+        let mut value =
+            json!({ "one": 0.1_f32, "many": [0.1_f32, 3.4028235e38_f32], "other": "x" });
+        assert_ne!(value["one"], json!(0.1), "widened, an f32 prints its noise");
+        real_as_written(&mut value["one"]);
+        real_as_written(&mut value["many"]);
+        real_as_written(&mut value["other"]);
+        assert_eq!(
+            value,
+            json!({ "one": 0.1, "many": [0.1, 3.4028235e38], "other": "x" })
+        );
+    }
+
+    #[test]
+    fn openapi_formats_become_standard_keywords() {
+        let mut schema = json!({
+            "properties": {
+                "small": { "type": "integer", "format": "int16" },
+                "days": { "type": "array", "items": { "type": "integer", "format": "int32", "minimum": 1 } },
+                "ratio": { "type": "number", "format": "double" },
+                "at": { "type": ["string", "null"], "format": "partial-date-time" },
+                "day": { "type": "string", "format": "date" }
+            }
+        });
+        standard_formats(&mut schema);
+        assert_eq!(
+            schema["properties"],
+            json!({
+                "small": { "type": "integer", "minimum": -32768, "maximum": 32767 },
+                "days": { "type": "array", "items": { "type": "integer", "minimum": 1, "maximum": 2147483647 } },
+                "ratio": { "type": "number" },
+                "at": { "type": ["string", "null"], "pattern": LOCAL_DATE_TIME_PATTERN },
+                "day": { "type": "string", "format": "date" }
+            })
+        );
+        assert_eq!(
+            expected_form(&schema, "at"),
+            Some("a date and time without a time zone, YYYY-MM-DDTHH:MM:SS[.fraction]")
+        );
+        assert_eq!(expected_form(&schema, "day"), Some("a date, YYYY-MM-DD"));
+        assert_eq!(expected_form(&schema, "ratio"), None);
+    }
 }

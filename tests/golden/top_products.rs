@@ -35,8 +35,8 @@ pub const OUTPUT_SCHEMA: &str = r#"{
           },
           "revenue": {
             "type": "string",
-            "format": "decimal",
-            "pattern": "^-?[0-9]+(\\.[0-9]+)?$"
+            "pattern": "^-?[0-9]+(\\.[0-9]+)?$",
+            "description": "exact decimal number, written as a string"
           },
           "orders": {
             "type": "integer"
@@ -136,7 +136,7 @@ pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, Too
 pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
     let Ready { args } = ready;
     let statement = query::top_products();
-    let rows = sqlmcp_codegen::client::Params::params(&statement, client, &query::TopProductsParams { start_date: args.start_date, end_date: args.end_date, category: args.category, store_id: args.store_id, rank_by: args.rank_by, limit: args.limit }).iter().await.map_err(ToolError::from_database)?;
+    let rows = statement.bind(client, &args.start_date, &args.end_date, &args.category, &args.store_id, &args.rank_by, &args.limit).iter().await.map_err(ToolError::from_database)?;
     let output = collect_rows(rows, serde_json::to_value, context.max_rows, None).await?;
     Ok(output)
 }
