@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{admin_config, stderr};
+use crate::helpers::{TestDb, admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
 const COPIED: [&str; 10] = [
@@ -51,11 +51,27 @@ impl Workspace {
         Workspace { root }
     }
 
-    /// `cargo build` of the copy; live when given a database URL. The target
-    /// directory is kept between runs, so only the first one is slow.
+    fn add_query(&self, file: &Path) {
+        std::fs::copy(
+            file,
+            self.root.join("queries").join(file.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+
+    /// `cargo build` of the copy; live when given a database URL. The crates
+    /// of the workspace compile through clippy with warnings denied, so the
+    /// generated code is held to the project's lints in the same build. The
+    /// target directory is kept between runs, so only the first one is slow.
     fn build(&self, codegen_url: Option<&str>) -> Output {
-        let mut command =
-            Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        let clippy_driver = Path::new(&cargo).with_file_name("clippy-driver");
+        let clippy_driver = if clippy_driver.exists() {
+            clippy_driver
+        } else {
+            PathBuf::from("clippy-driver")
+        };
+        let mut command = Command::new(&cargo);
         command
             .current_dir(&self.root)
             .args([
@@ -65,6 +81,8 @@ impl Workspace {
                 "CARGO_TARGET_DIR",
                 Path::new(REPOSITORY).join("target/workspace-copy"),
             )
+            .env("RUSTC_WORKSPACE_WRAPPER", clippy_driver)
+            .env("RUSTFLAGS", "-D warnings")
             // A second full build: keep it small on disk.
             .env("CARGO_INCREMENTAL", "0")
             .env("CARGO_PROFILE_DEV_DEBUG", "false")
@@ -75,15 +93,54 @@ impl Workspace {
         command.output().expect("run cargo")
     }
 
+    fn binary(&self) -> PathBuf {
+        Path::new(REPOSITORY).join("target/workspace-copy/debug/sqlmcp")
+    }
+
     fn tools(&self) -> Vec<Value> {
-        let binary = Path::new(REPOSITORY).join("target/workspace-copy/debug/sqlmcp");
-        let output = Command::new(binary)
+        let output = Command::new(self.binary())
             .arg("tools")
             .output()
             .expect("run sqlmcp tools");
         assert!(output.status.success());
         serde_json::from_slice(&output.stdout).expect("tools prints JSON")
     }
+
+    /// The copy's binary serving MCP over HTTP on a free port.
+    async fn serve(&self, db: &TestDb) -> CopyServer {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(self.binary())
+            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--model-dir", crate::helpers::model_dir().to_str().unwrap()])
+            .args(["--database-url", &crate::helpers::url_of(&db.app_config())])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the copy's server");
+        let mut logs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            while let Some(line) = logs.next_line().await.unwrap() {
+                let line: Value = serde_json::from_str(&line).unwrap_or_default();
+                if let Some(address) = line["fields"]["address"].as_str() {
+                    return address.to_owned();
+                }
+            }
+            panic!("the copy's server exited before serving");
+        })
+        .await
+        .expect("the copy's server starts within 30 s");
+        // keep reading the logs so that the server never blocks on them
+        tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+        CopyServer {
+            _child: child,
+            url: format!("http://{address}/mcp"),
+        }
+    }
+}
+
+struct CopyServer {
+    _child: tokio::process::Child,
+    url: String,
 }
 
 impl Drop for Workspace {
@@ -124,10 +181,60 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
     );
     assert!(!err.contains("panicked"), "{err}");
 
-    // The fixed query: built live, listed with the right schemas.
+    // The fixed query and every shape of the matrix, built live in one
+    // build: no error, no warning, and the snapshot refreshed.
     std::fs::write(&query_file, &fixture).unwrap();
+    for shape in shape_fixtures() {
+        workspace.add_query(&shape);
+    }
     let built = workspace.build(Some(&url));
     assert!(built.status.success(), "{}", stderr(&built));
+    assert!(!stderr(&built).contains("warning"), "{}", stderr(&built));
+    let snapshot =
+        std::fs::read_to_string(workspace.root.join("codegen/snapshot/catalogue.json")).unwrap();
+    assert!(
+        snapshot.contains("\"queries/recent_orders.sql\""),
+        "the snapshot was refreshed"
+    );
+
+    let db = TestDb::seeded().await;
+    check_recent_orders(&workspace, &db);
+    check_shapes(&workspace, &db).await;
+    drop(db);
+
+    check_refusals(&workspace, &url, &fixture);
+
+    // Every live build dropped its scratch database.
+    let admin = crate::helpers::connect(&admin_config()).await;
+    let scratch: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE 'sqlmcp\\_codegen\\_%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(scratch, 0, "scratch databases left behind");
+
+    // Changed again, but no database to regenerate with: a clear refusal.
+    std::fs::write(
+        &query_file,
+        fixture.replace("How many orders", "How many orders at most"),
+    )
+    .unwrap();
+    let stale = workspace.build(None);
+    assert!(
+        !stale.status.success(),
+        "a stale snapshot must fail the offline build"
+    );
+    let err = stderr(&stale);
+    assert!(err.contains("queries/recent_orders.sql changed"), "{err}");
+    assert!(err.contains("scripts/codegen"), "{err}");
+}
+
+/// The new tool is listed with the right schemas, and the new binary's
+/// `call` writes every type into JSON as the schema says.
+fn check_recent_orders(workspace: &Workspace, db: &TestDb) {
     let tools = workspace.tools();
     let tool = tools
         .iter()
@@ -160,20 +267,18 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
     let expected = json!({
         "order_id": {"type": "integer", "minimum": -2147483648, "maximum": 2147483647},
         "order_date": {"type": "string", "format": "date"},
-        "created_at": {"type": "string", "description": "date and time without a time zone, YYYY-MM-DDTHH:MM:SS"},
+        "created_at": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]+)?$", "description": "date and time without a time zone, YYYY-MM-DDTHH:MM:SS[.fraction]"},
         "created_at_utc": {"type": "string", "format": "date-time"},
         "phone": {"anyOf": [{"type": "string"}, {"type": "null"}]},
         "order_uuid": {"type": "string", "format": "uuid"},
         "is_online": {"type": "boolean"},
         "product_ids": {"type": "array", "items": {"type": "integer", "minimum": -2147483648, "maximum": 2147483647}},
-        "total": {"type": "string", "format": "decimal", "pattern": "^-?[0-9]+(\\.[0-9]+)?$"},
+        "total": {"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]+)?$", "description": "exact decimal number, written as a string"},
         "details": true,
         "mean_quantity": {"type": "number"},
     });
     assert_eq!(columns, &expected);
-    // Called through the new binary: values cross into JSON as the schema says.
-    let db = crate::helpers::TestDb::seeded().await;
-    let called = Command::new(Path::new(REPOSITORY).join("target/workspace-copy/debug/sqlmcp"))
+    let called = Command::new(workspace.binary())
         .args([
             "call",
             "recent_orders",
@@ -215,56 +320,155 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
         "RFC 3339: {created}"
     );
     assert!(row["mean_quantity"].is_f64());
-    drop(db);
+}
 
-    let snapshot =
-        std::fs::read_to_string(workspace.root.join("codegen/snapshot/catalogue.json")).unwrap();
-    assert!(
-        snapshot.contains("\"queries/recent_orders.sql\""),
-        "the snapshot was refreshed"
-    );
-
-    // A result type sqlmcp cannot write as JSON.
-    std::fs::write(
-        &query_file,
-        fixture.replace(
-            "o.order_id,\n",
-            "o.order_id,\n       '127.0.0.1'::inet AS address,\n",
-        ),
-    )
-    .unwrap();
-    let unsupported = workspace.build(Some(&url));
-    assert!(!unsupported.status.success());
-    let err = stderr(&unsupported);
-    assert!(
-        err.contains("result column `address` of query `recent_orders` has type inet, which sqlmcp cannot write as JSON; cast it"),
-        "{err}"
-    );
-
-    // Every live build dropped its scratch database.
-    let admin = crate::helpers::connect(&admin_config()).await;
-    let scratch: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pg_database WHERE datname LIKE 'sqlmcp\\_codegen\\_%'",
-            &[],
-        )
-        .await
+/// One query file per shape a tool can have (`tests/fixtures/shapes/`).
+fn shape_fixtures() -> Vec<PathBuf> {
+    let dir = Path::new(REPOSITORY).join("tests/fixtures/shapes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
-        .get(0);
-    assert_eq!(scratch, 0, "scratch databases left behind");
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "sql"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 8, "the shape fixtures are there");
+    files
+}
 
-    // Changed again, but no database to regenerate with: a clear refusal.
-    std::fs::write(
-        &query_file,
-        fixture.replace("How many orders", "How many orders at most"),
+/// A schema as strict validators (Ajv's defaults) read it: formats are
+/// checked, and a format they do not know makes the schema invalid.
+fn strict_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
+    jsonschema::options()
+        .should_validate_formats(true)
+        .should_ignore_unknown_formats(false)
+        .build(schema)
+        .map_err(|err| err.to_string())
+}
+
+/// Every shape served by the copy's binary to a real MCP client: the listed
+/// definitions and the answers to `tests/fixtures/shapes/calls.json` match
+/// the golden files, every schema is standard, and every answer fits its
+/// tool's output schema.
+async fn check_shapes(workspace: &Workspace, db: &TestDb) {
+    let server = workspace.serve(db).await;
+    let client = crate::server::client(
+        &server.url,
+        &[("x-rls-user-id", crate::helpers::HEAD_OFFICE)],
+        rmcp::model::ProtocolVersion::V_2025_11_25,
+    )
+    .await;
+    let tools = client.list_all_tools().await.expect("tools/list");
+    let shapes: Vec<String> = shape_fixtures()
+        .iter()
+        .map(|file| file.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut definitions = Vec::new();
+    let mut output_validators = std::collections::HashMap::new();
+    for tool in &tools {
+        let tool = serde_json::to_value(tool).unwrap();
+        for schema in ["inputSchema", "outputSchema"] {
+            if let Err(err) = strict_validator(&tool[schema]) {
+                panic!("{} {schema} is not standard: {err}", tool["name"]);
+            }
+        }
+        let name = tool["name"].as_str().unwrap().to_owned();
+        if shapes.contains(&name) {
+            output_validators.insert(name, strict_validator(&tool["outputSchema"]).unwrap());
+            definitions.push(tool);
+        }
+    }
+    assert_eq!(definitions.len(), shapes.len(), "every shape is a tool");
+    crate::golden::compare_with_golden(
+        "shapes/tools.json",
+        &(serde_json::to_string_pretty(&definitions).unwrap() + "\n"),
+    );
+
+    let calls: Vec<(String, Value)> = serde_json::from_str(
+        &std::fs::read_to_string(Path::new(REPOSITORY).join("tests/fixtures/shapes/calls.json"))
+            .unwrap(),
     )
     .unwrap();
-    let stale = workspace.build(None);
-    assert!(
-        !stale.status.success(),
-        "a stale snapshot must fail the offline build"
+    let mut answers = Vec::new();
+    for (tool, arguments) in calls {
+        let result = crate::server::call(&client, &tool, arguments.clone()).await;
+        let answer = if result.is_error == Some(true) {
+            json!({ "error": crate::server::text(&result) })
+        } else {
+            let content = result
+                .structured_content
+                .clone()
+                .expect("structured content");
+            let validator = &output_validators[&tool];
+            assert!(validator.is_valid(&content), "{tool}: {content:#}");
+            content
+        };
+        answers.push(json!({ "tool": tool, "arguments": arguments, "answer": answer }));
+    }
+    crate::golden::compare_with_golden(
+        "shapes/answers.json",
+        &(serde_json::to_string_pretty(&answers).unwrap() + "\n"),
     );
-    let err = stderr(&stale);
-    assert!(err.contains("queries/recent_orders.sql changed"), "{err}");
-    assert!(err.contains("scripts/codegen"), "{err}");
+    client.cancel().await.unwrap();
+}
+
+/// Shapes no tool can have fail the build with the file, the line and what
+/// to write instead; never with an error inside generated code.
+fn check_refusals(workspace: &Workspace, url: &str, fixture: &str) {
+    let cases = [
+        (
+            "recent_orders",
+            fixture.replace(
+                "o.order_id,\n",
+                "o.order_id,\n       '127.0.0.1'::inet AS address,\n",
+            ),
+            "queries/recent_orders.sql: line 8: result column `address` of query `recent_orders` has type inet, which sqlmcp cannot write as JSON; cast it",
+        ),
+        (
+            "recent_orders",
+            fixture.replace("AND s.is_online = :online", "AND s.is_online = :online\n  AND :net::inet IS NOT NULL"),
+            "queries/recent_orders.sql: line 25: parameter :net of query `recent_orders` has type inet, which sqlmcp cannot take from JSON; cast it in the SQL (e.g. `:net::text::inet`)",
+        ),
+        (
+            "shape_no_columns",
+            "--! shape_no_columns\n--- Nothing.\n\nSELECT FROM retail.stores;\n".to_owned(),
+            "queries/shape_no_columns.sql: line 4: query `shape_no_columns` returns no columns, so its tool would have nothing to answer; select the values the tool should return",
+        ),
+        (
+            "shape_writes",
+            "--! shape_writes\n--- Renames.\n--@ param name \"New name\"\nUPDATE retail.stores\nSET store_name = :name\nRETURNING store_id;\n".to_owned(),
+            "queries/shape_writes.sql: line 4: a `UPDATE` statement cannot be a tool: every call runs in a read-only transaction; write a query (SELECT, WITH … SELECT, VALUES or TABLE)",
+        ),
+        (
+            "shape_rust_name",
+            "--! shape_rust_name\n--- A name Rust cannot take.\nSELECT store_id\nFROM retail.stores\nWHERE store_id = :self;\n".to_owned(),
+            "queries/shape_rust_name.sql: line 5: parameter :self of query `shape_rust_name` has a name Rust cannot use for a field; rename it (e.g. :self_value)",
+        ),
+        (
+            "shape_rust_name",
+            "--! shape_rust_name\n--- A name Rust cannot take.\nSELECT store_id AS crate FROM retail.stores;\n".to_owned(),
+            "queries/shape_rust_name.sql: line 3: result column `crate` of query `shape_rust_name` has a name Rust cannot use for a field; alias it (`AS crate_value`)",
+        ),
+        (
+            "type",
+            "--! type\n--- A tool named by a Rust keyword.\nSELECT 1 AS one;\n".to_owned(),
+            "queries/type.sql: line 1: the query name `type` is a Rust keyword, and the generated code names a module after the query; choose another name (e.g. `type_query`)",
+        ),
+    ];
+    for (name, text, expected) in cases {
+        let file = workspace.root.join(format!("queries/{name}.sql"));
+        let original = std::fs::read_to_string(&file).ok();
+        std::fs::write(&file, text).unwrap();
+        let refused = workspace.build(Some(url));
+        match original {
+            Some(original) => std::fs::write(&file, original).unwrap(),
+            None => std::fs::remove_file(&file).unwrap(),
+        }
+        assert!(!refused.status.success(), "{name} must fail the build");
+        let err = stderr(&refused);
+        assert!(err.contains(expected), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("error["),
+            "{err}"
+        );
+    }
 }

@@ -7,11 +7,12 @@ use std::path::Path;
 
 use sqlmcp::tools;
 
-fn compare_with_golden(name: &str, actual: &str) {
+pub(crate) fn compare_with_golden(name: &str, actual: &str) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, actual).unwrap();
         return;
     }
