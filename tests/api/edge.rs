@@ -195,10 +195,10 @@ async fn json_with_a_repeated_key_is_refused_and_the_key_named() {
 /// from its start; `None` if it was still open at the test's deadline.
 async fn closed_after(
     mut stream: TcpStream,
+    started: Instant,
     trickle: &[u8],
     deadline: Duration,
 ) -> Option<Duration> {
-    let started = Instant::now();
     let mut next_byte = trickle.iter();
     let mut buffer = [0u8; 1024];
     let mut tick = tokio::time::interval(Duration::from_millis(500));
@@ -237,6 +237,9 @@ async fn trickling_headers_neither_starve_callers_nor_stay_open() {
     let mut slow = Vec::new();
     for n in 0..TRICKLING + SILENT {
         let stream = TcpStream::connect(address).await.unwrap();
+        // from the connection, not from when its task first runs: the
+        // server's header timeout starts at the accept
+        let connected = Instant::now();
         let trickle: &'static [u8] = if n < TRICKLING {
             b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         } else {
@@ -244,6 +247,7 @@ async fn trickling_headers_neither_starve_callers_nor_stay_open() {
         };
         slow.push(tokio::spawn(closed_after(
             stream,
+            connected,
             trickle,
             Duration::from_secs(10),
         )));
