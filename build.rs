@@ -454,7 +454,7 @@ fn run_fn(query: &Query) -> String {
     writeln!(out, "/// Runs the query with validated arguments.").unwrap();
     writeln!(
         out,
-        "pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{"
+        "pub async fn run(call: &Call<'_>, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{"
     )
     .unwrap();
     writeln!(out, "    let {} = ready;", ready_pattern(query)).unwrap();
@@ -464,9 +464,18 @@ fn run_fn(query: &Query) -> String {
         .iter()
         .map(|param| format!(", {}", bound_value(query, param)))
         .collect();
+    // The query is the call's last statement, and the COMMIT follows it in
+    // the same round trip, unless an empty result sends a second one.
+    let checks_vectors = query.embeds.iter().any(|e| e.vectors.is_some());
+    let client = if checks_vectors {
+        "call"
+    } else {
+        writeln!(out, "    let last = call.last();").unwrap();
+        "&last"
+    };
     writeln!(
         out,
-        "    let rows = statement.bind(client{bound}).iter().await.map_err(ToolError::from_database)?;"
+        "    let rows = statement.bind({client}{bound}).iter().await.map_err(ToolError::from_database)?;"
     )
     .unwrap();
     let row = row_to_json(query);
@@ -485,7 +494,7 @@ fn run_fn(query: &Query) -> String {
             writeln!(
                 out,
                 "    if output.is_empty() {{\n        \
-                 check_stored_vectors(client, {:?}, {table:?}, &embedding_model).await?;\n    }}",
+                 check_stored_vectors(call, {:?}, {table:?}, &embedding_model).await?;\n    }}",
                 catalogue::vectors_check_sql(table)
             )
             .unwrap();
@@ -583,7 +592,7 @@ fn registry(queries: &[Query]) -> String {
         writeln!(ready_variants, "    {variant}(Box<{module}::Ready>),").unwrap();
         writeln!(
             run_arms,
-            "            ReadyCall::{variant}(ready) => {module}::run(client, *ready, context).await,"
+            "            ReadyCall::{variant}(ready) => {module}::run(call, *ready, context).await,"
         )
         .unwrap();
     }
@@ -619,7 +628,7 @@ pub enum ReadyCall {{
 {ready_variants}}}
 
 impl ReadyCall {{
-    pub async fn run(self, client: &impl sqlmcp_codegen::client::GenericClient, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{
+    pub async fn run(self, call: &Call<'_>, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {{
         match self {{
 {run_arms}        }}
     }}

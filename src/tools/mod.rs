@@ -159,7 +159,7 @@ pub struct ToolContext<'a> {
     /// Rows returned at most; more set `truncated`.
     pub max_rows: usize,
     pub statement_timeout: Duration,
-    /// Prepare statements once per connection ([`db::Session`]).
+    /// Prepare statements once per connection ([`db::Call`]).
     pub statement_cache: bool,
 }
 
@@ -223,15 +223,14 @@ enum InTransaction {
 }
 
 /// Runs a prepared call as `caller`, in one read-only transaction with the
-/// caller's identity set for that transaction only ([`db::in_call_transaction`]).
+/// caller's identity set for that transaction only ([`db::Call::run`]):
+/// `BEGIN READ ONLY` with the settings, the identity, the query and COMMIT,
+/// written without waiting in between, so one round trip once the query is
+/// prepared on the connection. A tool with a second statement (an embedding
+/// tool that found nothing checks the stored vectors) and the schema tool
+/// send the COMMIT once they are done: two round trips.
 ///
-/// Two round trips: `BEGIN READ ONLY` with the settings and the caller's
-/// identity, pipelined with the query (they go first on the connection, so
-/// the query runs in the transaction and under them; if they fail, the
-/// transaction is aborted and the query with it); then COMMIT, or ROLLBACK
-/// after an error.
-///
-/// A future dropped between the two would leave the transaction open, so the
+/// A future dropped before the end would leave the transaction open, so the
 /// server runs calls to completion on a task of their own (and closes the
 /// connection of a call that still did not finish).
 pub async fn execute(
@@ -260,30 +259,20 @@ pub async fn execute(
         Prepared::Schemas(args) => InTransaction::Schemas(args),
     };
     let client: &ClientWrapper = client;
-    let session = db::Session::new(client, context.statement_cache);
-    let (began, output) = db::in_call_transaction(
-        client,
-        context.statement_cache,
-        caller,
-        context.statement_timeout,
-        &[],
-        async {
+    let call = db::Call::new(client, context.statement_cache, db::Settle::Commit);
+    let settled = call
+        .run(caller, context.statement_timeout, &[], async {
             match request {
-                InTransaction::Curated(call) => call.run(&session, context).await,
+                InTransaction::Curated(ready) => ready.run(&call, context).await,
                 InTransaction::Schemas(args) => {
-                    table_schemas::call(&**client, context.schemas, args).await
+                    table_schemas::call(&**call.client(), context.schemas, args).await
                 }
             }
-        },
-    )
-    .await;
-    let succeeded = began.is_ok() && output.is_ok();
-    let ended = client
-        .batch_execute(if succeeded { "COMMIT" } else { "ROLLBACK" })
+        })
         .await;
-    began.map_err(ToolError::from_database)?;
-    let output = output?;
-    ended.map_err(ToolError::from_database)?;
+    settled.opened.map_err(ToolError::from_database)?;
+    let output = settled.output?;
+    settled.ended.map_err(ToolError::from_database)?;
     Ok(output)
 }
 

@@ -17,11 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::ClientWrapper;
+use futures_util::TryStreamExt;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
-use tokio_postgres::GenericClient;
 use tokio_postgres::types::Type;
+use tokio_postgres::{GenericClient, Row};
 
 use super::support::parse_arguments;
 use super::{ToolError, ToolOutput};
@@ -86,29 +87,97 @@ impl Default for Limits {
     }
 }
 
-/// The names the policy judges a query against, read from the database
-/// and refreshed when they are older than a minute or a name is unknown.
-#[derive(Default)]
-pub struct NamesCache(Mutex<Option<(Instant, Arc<DatabaseNames>)>>);
+/// What raw SQL keeps between calls: the names the policy judges a query
+/// against, read from the database and refreshed when they are older than a
+/// minute or a name is unknown; and the verdicts on recent texts, with their
+/// result columns once described, so that a repeated query is neither parsed
+/// by the policy nor described by PostgreSQL again. A verdict holds only for
+/// the names it was given against: new names, new verdicts.
+pub struct NamesCache {
+    names: Mutex<Option<Names>>,
+    verdicts: moka::future::Cache<String, Arc<Verdict>>,
+}
+
+#[derive(Clone)]
+struct Names {
+    loaded: Instant,
+    names: Arc<DatabaseNames>,
+    generation: u64,
+}
+
+/// A text the policy accepted.
+struct Verdict {
+    sql: ReadOnlySql,
+    /// The [`Names::generation`] it was judged against.
+    generation: u64,
+    /// Its result columns, once PostgreSQL described them.
+    columns: std::sync::OnceLock<Arc<[(String, Type)]>>,
+}
+
+/// Bytes of accepted texts kept at most (with their columns, about as much
+/// again).
+const VERDICTS_MAX_BYTES: u64 = 4 << 20;
+
+impl Default for NamesCache {
+    fn default() -> Self {
+        NamesCache {
+            names: Mutex::new(None),
+            verdicts: moka::future::Cache::builder()
+                .max_capacity(VERDICTS_MAX_BYTES)
+                .weigher(|text: &String, _| u32::try_from(text.len() * 2).unwrap_or(u32::MAX))
+                .build(),
+        }
+    }
+}
 
 const NAMES_MAX_AGE: Duration = Duration::from_secs(60);
 
 impl NamesCache {
-    async fn get(
-        &self,
-        client: &impl GenericClient,
-        refresh: bool,
-    ) -> Result<Arc<DatabaseNames>, ToolError> {
-        let mut slot = self.0.lock().await;
-        if let Some((loaded, names)) = slot.as_ref()
+    async fn get(&self, client: &impl GenericClient, refresh: bool) -> Result<Names, ToolError> {
+        let mut slot = self.names.lock().await;
+        if let Some(names) = slot.as_ref()
             && !refresh
-            && loaded.elapsed() < NAMES_MAX_AGE
+            && names.loaded.elapsed() < NAMES_MAX_AGE
         {
             return Ok(names.clone());
         }
-        let names = Arc::new(load_names(client).await?);
-        *slot = Some((Instant::now(), names.clone()));
+        let generation = slot.as_ref().map_or(0, |names| names.generation + 1);
+        let names = Names {
+            loaded: Instant::now(),
+            names: Arc::new(load_names(client).await?),
+            generation,
+        };
+        *slot = Some(names.clone());
         Ok(names)
+    }
+
+    /// The policy's verdict on `text`: remembered, or judged now (against
+    /// fresh names once if a name is unknown, perhaps created since).
+    async fn check(
+        &self,
+        client: &impl GenericClient,
+        text: &str,
+    ) -> Result<Arc<Verdict>, ToolError> {
+        let names = self.get(client, false).await?;
+        if let Some(verdict) = self.verdicts.get(text).await
+            && verdict.generation == names.generation
+        {
+            return Ok(verdict);
+        }
+        let (checked, names) = match sql_policy::check(text, &names.names) {
+            Err(violation) if violation.unknown_name => {
+                let fresh = self.get(client, true).await?;
+                (sql_policy::check(text, &fresh.names), fresh)
+            }
+            other => (other, names),
+        };
+        let verdict = Arc::new(Verdict {
+            sql: checked.map_err(|violation| rejected(violation.to_string()))?,
+            generation: names.generation,
+            columns: std::sync::OnceLock::new(),
+        });
+        self.verdicts.insert(text.to_owned(), verdict.clone()).await;
+        Ok(verdict)
     }
 }
 
@@ -198,17 +267,16 @@ pub async fn call(
     limits: Limits,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let names = cache.get(&**client, false).await?;
-    let checked = match sql_policy::check(&args.postgresql_query, &names) {
-        Err(violation) if violation.unknown_name => {
-            // perhaps created since the names were read: look again once
-            let fresh = cache.get(&**client, true).await?;
-            sql_policy::check(&args.postgresql_query, &fresh)
-        }
-        other => other,
-    }
-    .map_err(|violation| rejected(violation.to_string()))?;
-    run(client, statement_cache, caller, &checked, limits).await
+    let verdict = cache.check(&**client, &args.postgresql_query).await?;
+    run(
+        client,
+        statement_cache,
+        caller,
+        &verdict.sql,
+        &verdict.columns,
+        limits,
+    )
+    .await
 }
 
 /// Runs a statement WITHOUT the policy. Only for the tests that prove the
@@ -224,7 +292,15 @@ pub async fn execute_unchecked_for_tests(
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
     let unchecked = ReadOnlySql::unchecked_for_tests(sql);
-    run(client, true, caller, &unchecked, limits).await
+    run(
+        client,
+        true,
+        caller,
+        &unchecked,
+        &std::sync::OnceLock::new(),
+        limits,
+    )
+    .await
 }
 
 /// The settings a raw query runs under besides those of every call
@@ -248,33 +324,35 @@ pub fn settings(limits: Limits) -> [(&'static str, String); 4] {
     ]
 }
 
-/// Ends a raw call: nothing it did is kept, and a session-level advisory
-/// lock (which outlives a transaction) is let go, whatever took it.
-const END_RAW_CALL: &str = "ROLLBACK; SELECT pg_catalog.pg_advisory_unlock_all()";
-
+/// Runs `sql` in a call's transaction, always rolled back
+/// ([`db::Settle::Rollback`]).
 async fn run(
     client: &ClientWrapper,
     statement_cache: bool,
     caller: &CallerId,
     sql: &ReadOnlySql,
+    columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
-    let (began, outcome) = db::in_call_transaction(
-        client,
-        statement_cache,
-        caller,
-        limits.statement_timeout,
-        &settings(limits),
-        fetch(client, sql, limits),
-    )
-    .await;
-    // never commit: whatever the statement did is undone
-    let ended = client.batch_execute(END_RAW_CALL).await;
-    began.map_err(ToolError::from_database)?;
-    let output = outcome?;
-    ended.map_err(ToolError::from_database)?;
+    let call = db::Call::new(client, statement_cache, db::Settle::Rollback);
+    let settled = call
+        .run(
+            caller,
+            limits.statement_timeout,
+            &settings(limits),
+            fetch(&call, sql, columns, limits),
+        )
+        .await;
+    settled.opened.map_err(ToolError::from_database)?;
+    let output = settled.output?;
+    settled.ended.map_err(ToolError::from_database)?;
     Ok(output)
 }
+
+/// Statements a connection keeps prepared at most; past this many, it
+/// forgets them all (the curated tools' too, prepared again on next use),
+/// so that many different raw queries cannot grow a connection without end.
+const STATEMENTS_PER_CONNECTION: usize = 256;
 
 /// The query that runs a checked statement: its own bytes, unchanged, as a
 /// subquery whose rows come back as `row_to_json` text (exact for every
@@ -298,31 +376,73 @@ fn bounded(statement: &str, limits: Limits) -> (String, usize) {
 }
 
 async fn fetch(
-    client: &ClientWrapper,
+    call: &db::Call<'_>,
     sql: &ReadOnlySql,
+    columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
-    // the text exactly as checked: names and types of the columns
-    let described = client.prepare(sql.text()).await.map_err(with_position)?;
-    let columns: Vec<(String, Type)> = described
+    let client = call.client();
+    if sql.is_explain() {
+        // a plan: a few lines of text, or one document
+        let described = client.prepare(sql.text()).await.map_err(with_position)?;
+        let columns: Arc<[(String, Type)]> = column_types(&described);
+        let rows = client.query(&described, &[]).await.map_err(with_position)?;
+        return collect(sql, &columns, rows, limits);
+    }
+    // PostgreSQL's positions in the bounding query, moved back to the
+    // caller's text
+    let (bounded, prefix) = bounded(sql.statement(), limits);
+    let before = sql.statement_offset();
+    let shift = |p: usize| p.checked_sub(prefix).filter(|p| *p > 0).map(|p| p + before);
+    let prepare_bounded = async {
+        if call.is_cached() {
+            if client.statement_cache.size() >= STATEMENTS_PER_CONNECTION {
+                client.statement_cache.clear();
+            }
+            client.prepare_cached(&bounded).await
+        } else {
+            client.prepare(&bounded).await
+        }
+    };
+    // The text's own columns (names and types) come from describing it:
+    // once per text, pipelined with preparing the bounding query.
+    let (columns, statement) = match columns.get() {
+        Some(columns) => (columns.clone(), prepare_bounded.await),
+        None => {
+            let (described, statement) = tokio::join!(client.prepare(sql.text()), prepare_bounded);
+            let described = described.map_err(with_position)?;
+            (
+                columns.get_or_init(|| column_types(&described)).clone(),
+                statement,
+            )
+        }
+    };
+    let statement = statement.map_err(|err| with_position_shifted(err, shift))?;
+    let rows: Vec<Row> = call
+        .query_last(&statement, std::iter::empty::<&str>())
+        .await
+        .map_err(|err| with_position_shifted(err, shift))?
+        .try_collect()
+        .await
+        .map_err(|err| with_position_shifted(err, shift))?;
+    collect(sql, &columns, rows, limits)
+}
+
+fn column_types(statement: &tokio_postgres::Statement) -> Arc<[(String, Type)]> {
+    statement
         .columns()
         .iter()
         .map(|c| (c.name().to_owned(), c.type_().clone()))
-        .collect();
-    let rows = if sql.is_explain() {
-        // a plan: a few lines of text, or one document
-        client.query(&described, &[]).await.map_err(with_position)?
-    } else {
-        // PostgreSQL's positions in the bounding query, moved back to the
-        // caller's text
-        let (bounded, prefix) = bounded(sql.statement(), limits);
-        let before = sql.statement_offset();
-        let shift = |p: usize| p.checked_sub(prefix).filter(|p| *p > 0).map(|p| p + before);
-        client
-            .query_typed(&bounded, &[])
-            .await
-            .map_err(|err| with_position_shifted(err, shift))?
-    };
+        .collect()
+}
+
+/// The rows as the tool returns them, within the caps.
+fn collect(
+    sql: &ReadOnlySql,
+    columns: &[(String, Type)],
+    rows: Vec<Row>,
+    limits: Limits,
+) -> Result<ToolOutput, ToolError> {
     let mut values: Vec<Value> = Vec::with_capacity(rows.len().min(limits.max_rows));
     let mut bytes = 0usize;
     let mut truncated = false;
@@ -348,7 +468,7 @@ async fn fetch(
             {
                 Some(text) => {
                     bytes += text.len();
-                    Value::Array(row_values(&text, &columns)?)
+                    Value::Array(row_values(&text, columns)?)
                 }
                 None => {
                     truncated = true;

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub use super::{ToolContext, ToolError, ToolOutput};
+pub use crate::db::Call;
 use crate::embeddings::Embedder;
 
 /// A generated tool's static description.

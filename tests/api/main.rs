@@ -11,6 +11,7 @@ mod isolation;
 mod migrations;
 mod raw_sql;
 mod rls;
+mod round_trips;
 mod seed;
 mod semantic;
 mod server;

@@ -133,10 +133,11 @@ pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, Too
 }
 
 /// Runs the query with validated arguments.
-pub async fn run(client: &impl sqlmcp_codegen::client::GenericClient, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
+pub async fn run(call: &Call<'_>, ready: Ready, context: &ToolContext<'_>) -> Result<ToolOutput, ToolError> {
     let Ready { args } = ready;
     let statement = query::top_products();
-    let rows = statement.bind(client, &args.start_date, &args.end_date, &args.category, &args.store_id, &args.rank_by, &args.limit).iter().await.map_err(ToolError::from_database)?;
+    let last = call.last();
+    let rows = statement.bind(&last, &args.start_date, &args.end_date, &args.category, &args.store_id, &args.rank_by, &args.limit).iter().await.map_err(ToolError::from_database)?;
     let output = collect_rows(rows, serde_json::to_value, context.max_rows, None).await?;
     Ok(output)
 }
