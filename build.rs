@@ -486,7 +486,7 @@ fn run_fn(query: &Query) -> String {
     };
     writeln!(
         out,
-        "    let output = collect_rows(rows, {row}, context.max_rows, {extra}).await?;"
+        "    let output = collect_rows(rows, {row}, context.limits.max_rows, {extra}).await?;"
     )
     .unwrap();
     for embed in &query.embeds {

@@ -328,17 +328,19 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         default_caller,
         pool_size: args.pool_size,
         pool_wait: std::time::Duration::from_millis(args.pool_wait_ms),
-        statement_timeout: std::time::Duration::from_millis(args.statement_timeout_ms),
-        max_rows: args.max_rows,
-        raw_sql: tools::raw_sql::Limits {
-            max_rows: args.sql_max_rows,
-            max_bytes: args.sql_max_bytes,
-            statement_timeout: std::time::Duration::from_millis(args.sql_timeout_ms),
-            ..Default::default()
+        limits: tools::CallLimits {
+            statement_timeout: std::time::Duration::from_millis(args.statement_timeout_ms),
+            max_rows: args.max_rows,
+            raw_sql: tools::raw_sql::Limits {
+                max_rows: args.sql_max_rows,
+                max_bytes: args.sql_max_bytes,
+                statement_timeout: std::time::Duration::from_millis(args.sql_timeout_ms),
+                ..Default::default()
+            },
+            statement_cache: args.statement_cache,
         },
         shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
         embedder: args.embedding.build()?,
-        statement_cache: args.statement_cache,
         result_cache: (args.result_cache_ttl_ms > 0).then(|| server::result_cache::Settings {
             ttl: std::time::Duration::from_millis(args.result_cache_ttl_ms),
             max_bytes: args.result_cache_max_mb.saturating_mul(1 << 20),

@@ -120,7 +120,7 @@ impl Handler {
         // On a task of its own, so that the call ends its transaction
         // however it ends; bounded by one deadline for its whole database
         // part, and cancelled in PostgreSQL when the caller goes away.
-        let limit = deadline(&self.state, name);
+        let limit = self.state.limits.deadline(name);
         let cancel = connection.cancel_token();
         let state = self.state.clone();
         let caller = *caller;
@@ -149,28 +149,13 @@ impl Handler {
     }
 }
 
-/// How long the database part of a call of `name` may take, all of it:
-/// the tool's statement timeout (which PostgreSQL enforces per statement
-/// and reports itself), and a little more for the statements around it.
-fn deadline(state: &State, name: &str) -> std::time::Duration {
-    let timeout = if name == tools::raw_sql::NAME {
-        state.raw_sql.statement_timeout
-    } else {
-        state.statement_timeout
-    };
-    timeout + std::time::Duration::from_millis(250)
-}
-
 /// What a call may use besides the database.
 fn context(state: &State) -> ToolContext<'_> {
     ToolContext {
         embedder: state.embedder.as_deref(),
         schemas: Some(&state.schemas),
         sql_names: Some(&state.sql_names),
-        raw_sql_limits: state.raw_sql,
-        max_rows: state.max_rows,
-        statement_timeout: state.statement_timeout,
-        statement_cache: state.statement_cache,
+        limits: state.limits,
     }
 }
 

@@ -61,16 +61,11 @@ pub struct Settings {
     /// How long a call waits for a free connection before it is told the
     /// server is busy.
     pub pool_wait: Duration,
-    pub statement_timeout: Duration,
-    pub max_rows: usize,
-    /// Bounds of `execute_sales_query`.
-    pub raw_sql: crate::tools::raw_sql::Limits,
+    /// The bounds of every call.
+    pub limits: crate::tools::CallLimits,
     /// Embeds the text of tools that search by meaning; `None`: they say
     /// that no model is configured.
     pub embedder: Option<Arc<dyn Embedder>>,
-    /// Prepare statements once per connection (off behind a
-    /// transaction-pooling PgBouncer older than 1.21).
-    pub statement_cache: bool,
     /// Keep the curated tools' answers for a while; `None`: off.
     pub result_cache: Option<result_cache::Settings>,
     /// How long in-flight calls may run on after shutdown begins.
@@ -82,15 +77,12 @@ pub struct State {
     pub pool: deadpool_postgres::Pool,
     pub default_caller: Option<CallerId>,
     pub pool_wait: Duration,
-    pub statement_timeout: Duration,
-    pub max_rows: usize,
+    pub limits: crate::tools::CallLimits,
     pub schemas: crate::tools::table_schemas::Cache,
     /// The tool catalogue as MCP lists it, built once.
     pub tools: Arc<Vec<rmcp::model::Tool>>,
     pub sql_names: crate::tools::raw_sql::NamesCache,
-    pub raw_sql: crate::tools::raw_sql::Limits,
     pub embedder: Option<Arc<dyn Embedder>>,
-    pub statement_cache: bool,
     pub result_cache: Option<result_cache::ResultCache>,
 }
 
@@ -136,14 +128,11 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         pool,
         default_caller: settings.default_caller,
         pool_wait: settings.pool_wait,
-        statement_timeout: settings.statement_timeout,
-        max_rows: settings.max_rows,
+        limits: settings.limits,
         schemas: Default::default(),
         tools: Arc::new(handler::catalogue()),
         sql_names: Default::default(),
-        raw_sql: settings.raw_sql,
         embedder: settings.embedder.clone(),
-        statement_cache: settings.statement_cache,
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),
     }))
 }

@@ -148,38 +148,59 @@ impl ToolOutput {
     }
 }
 
+/// The bounds of every call, set once (from the command line) and passed
+/// whole to each call.
+#[derive(Debug, Clone, Copy)]
+pub struct CallLimits {
+    /// How long one statement of a curated tool may run.
+    pub statement_timeout: Duration,
+    /// Rows a curated tool returns at most; more set `truncated`.
+    pub max_rows: usize,
+    /// The bounds of `execute_sales_query`.
+    pub raw_sql: raw_sql::Limits,
+    /// Prepare statements once per connection ([`db::Call`]).
+    pub statement_cache: bool,
+}
+
+impl Default for CallLimits {
+    fn default() -> Self {
+        CallLimits {
+            statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
+            max_rows: 1_000,
+            raw_sql: raw_sql::Limits::default(),
+            statement_cache: true,
+        }
+    }
+}
+
+impl CallLimits {
+    /// How long the database part of a call of `tool` may take, all of it:
+    /// the tool's statement timeout (which PostgreSQL enforces per statement
+    /// and reports itself), and a little more for the statements around it.
+    pub fn deadline(&self, tool: &str) -> Duration {
+        let timeout = if tool == raw_sql::NAME {
+            self.raw_sql.statement_timeout
+        } else {
+            self.statement_timeout
+        };
+        timeout + Duration::from_millis(250)
+    }
+}
+
 /// What a tool call may use besides the database.
+#[derive(Default)]
 pub struct ToolContext<'a> {
     pub embedder: Option<&'a dyn Embedder>,
     /// Table descriptions, read once per process.
     pub schemas: Option<&'a table_schemas::Cache>,
     /// The database's names raw SQL is judged against, cached.
     pub sql_names: Option<&'a raw_sql::NamesCache>,
-    pub raw_sql_limits: raw_sql::Limits,
-    /// Rows returned at most; more set `truncated`.
-    pub max_rows: usize,
-    pub statement_timeout: Duration,
-    /// Prepare statements once per connection ([`db::Call`]).
-    pub statement_cache: bool,
+    pub limits: CallLimits,
 }
 
 impl ToolContext<'_> {
     pub fn embedder(&self) -> Result<&dyn Embedder, ToolError> {
         self.embedder.ok_or(ToolError::NoEmbeddingModel)
-    }
-}
-
-impl Default for ToolContext<'_> {
-    fn default() -> Self {
-        ToolContext {
-            embedder: None,
-            schemas: None,
-            sql_names: None,
-            raw_sql_limits: raw_sql::Limits::default(),
-            max_rows: 1_000,
-            statement_timeout: db::DEFAULT_STATEMENT_TIMEOUT,
-            statement_cache: true,
-        }
     }
 }
 
@@ -247,10 +268,10 @@ pub async fn execute(
             let names = context.sql_names.unwrap_or(&fresh);
             return raw_sql::call(
                 client,
-                context.statement_cache,
+                context.limits.statement_cache,
                 caller,
                 names,
-                context.raw_sql_limits,
+                context.limits.raw_sql,
                 args,
             )
             .await;
@@ -259,9 +280,9 @@ pub async fn execute(
         Prepared::Schemas(args) => InTransaction::Schemas(args),
     };
     let client: &ClientWrapper = client;
-    let call = db::Call::new(client, context.statement_cache, db::Settle::Commit);
+    let call = db::Call::new(client, context.limits.statement_cache, db::Settle::Commit);
     let settled = call
-        .run(caller, context.statement_timeout, &[], async {
+        .run(caller, context.limits.statement_timeout, &[], async {
             match request {
                 InTransaction::Curated(ready) => ready.run(&call, context).await,
                 InTransaction::Schemas(args) => {

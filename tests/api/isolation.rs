@@ -256,7 +256,7 @@ async fn hostile_calls_end_at_their_deadline_and_a_caller_who_leaves_stops_its_q
     let db = Arc::new(TestDb::seeded().await);
     let limit = Duration::from_secs(1);
     let app = spawn_app_with(db.clone(), |settings| {
-        settings.raw_sql.statement_timeout = limit;
+        settings.limits.raw_sql.statement_timeout = limit;
     })
     .await;
     let hostile = [
@@ -286,7 +286,7 @@ async fn hostile_calls_end_at_their_deadline_and_a_caller_who_leaves_stops_its_q
 
     // a caller who goes away: its statement is cancelled in PostgreSQL
     let app = spawn_app_with(db.clone(), |settings| {
-        settings.raw_sql.statement_timeout = Duration::from_secs(30);
+        settings.limits.raw_sql.statement_timeout = Duration::from_secs(30);
     })
     .await;
     let marker = "caller_who_leaves";

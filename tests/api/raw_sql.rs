@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 use sqlmcp::caller::CallerId;
 use sqlmcp::tools::raw_sql::{self, Limits};
-use sqlmcp::tools::{self, ToolContext, ToolError};
+use sqlmcp::tools::{self, CallLimits, ToolContext, ToolError};
 use std::time::Duration;
 
 use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb};
@@ -563,7 +563,10 @@ async fn run(
     limits: Limits,
 ) -> Result<Value, ToolError> {
     let context = ToolContext {
-        raw_sql_limits: limits,
+        limits: CallLimits {
+            raw_sql: limits,
+            ..CallLimits::default()
+        },
         ..ToolContext::default()
     };
     let caller = CallerId::parse(caller).unwrap();

@@ -52,12 +52,9 @@ pub(crate) fn settings(db: &TestDb) -> Settings {
         default_caller: None,
         pool_size: 4,
         pool_wait: Duration::from_secs(5),
-        statement_timeout: Duration::from_secs(30),
-        max_rows: 1_000,
-        raw_sql: Default::default(),
+        limits: Default::default(),
         shutdown_deadline: Duration::from_secs(5),
         embedder: Some(local_embedder()),
-        statement_cache: true,
         result_cache: None,
     }
 }

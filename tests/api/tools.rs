@@ -6,7 +6,7 @@ use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use sqlmcp::caller::{CallerId, HEAD_OFFICE as HEAD_OFFICE_ID};
 use sqlmcp::embeddings::Embedder;
-use sqlmcp::tools::{self, ToolContext, ToolError};
+use sqlmcp::tools::{self, CallLimits, ToolContext, ToolError};
 
 use crate::helpers::{HEAD_OFFICE, REDMOND, SEATTLE, SEATTLE_STORE_ID, TestDb, query_as};
 
@@ -137,7 +137,10 @@ async fn curated_queries_are_prepared_once_per_connection_unless_the_cache_is_of
     let caller = CallerId::parse(SEATTLE).unwrap();
     for cache in [true, false] {
         let context = ToolContext {
-            statement_cache: cache,
+            limits: CallLimits {
+                statement_cache: cache,
+                ..CallLimits::default()
+            },
             ..ToolContext::default()
         };
         let mut client = db.app().await;
@@ -495,7 +498,10 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
 async fn results_are_capped_and_say_so() {
     let db = TestDb::seeded().await;
     let context = ToolContext {
-        max_rows: 3,
+        limits: CallLimits {
+            max_rows: 3,
+            ..CallLimits::default()
+        },
         ..ToolContext::default()
     };
     let result = call_with(

@@ -138,6 +138,6 @@ pub async fn run(call: &Call<'_>, ready: Ready, context: &ToolContext<'_>) -> Re
     let statement = query::top_products();
     let last = call.last();
     let rows = statement.bind(&last, &args.start_date, &args.end_date, &args.category, &args.store_id, &args.rank_by, &args.limit).iter().await.map_err(ToolError::from_database)?;
-    let output = collect_rows(rows, serde_json::to_value, context.max_rows, None).await?;
+    let output = collect_rows(rows, serde_json::to_value, context.limits.max_rows, None).await?;
     Ok(output)
 }
