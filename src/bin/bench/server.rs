@@ -558,6 +558,22 @@ pub async fn time_validator(url: &str) -> Result<(f64, f64)> {
         times.record(started.elapsed());
         anyhow::ensure!(checked.is_ok(), "the policy refuses the benchmark's query");
     }
+    // What PostgreSQL's parser alone costs of it (pg_query: parse, and the
+    // tree through protobuf into Rust).
+    let mut parse = crate::harness::Latencies::default();
+    for _ in 0..20_000 {
+        let started = Instant::now();
+        let parsed = pg_query::parse(SALES_QUERY, pg_query::ParserOptions::default());
+        parse.record(started.elapsed());
+        anyhow::ensure!(
+            parsed.is_ok(),
+            "pg_query cannot parse the benchmark's query"
+        );
+    }
+    println!(
+        "  of which pg_query::parse: p50 {:.1} µs",
+        parse.percentile_ms(50.0) * 1e3
+    );
     // microseconds: Latencies keeps microseconds and reports milliseconds
     Ok((
         times.percentile_ms(50.0) * 1e3,
