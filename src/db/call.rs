@@ -262,9 +262,16 @@ impl<'a> Call<'a> {
         I::Item: BorrowToSql,
     {
         self.check_open();
-        let mut query = pin!(self.client.query_raw(statement, params));
-        // tokio-postgres hands a prepared statement's Bind/Execute to the
-        // connection on the first poll, before it waits for anything
+        self.end_behind(self.client.query_raw(statement, params))
+            .await
+    }
+
+    /// Runs `query` (a prepared statement's), letting the end of the
+    /// transaction be written right behind it: tokio-postgres hands a
+    /// prepared statement's Bind/Execute to the connection on the first
+    /// poll, before it waits for anything.
+    async fn end_behind<T>(&self, query: impl std::future::Future<Output = T>) -> T {
+        let mut query = pin!(query);
         let first = poll_once(query.as_mut()).await;
         self.allow_end();
         match first {
@@ -307,6 +314,48 @@ pub struct Last<'c, 'a> {
     call: &'c Call<'a>,
 }
 
+/// The statement methods a client passes on unchanged to `$to` (after
+/// `$check`): all but `prepare` and `query_raw`.
+macro_rules! pass_on {
+    ($self:ident, $check:expr, $to:expr) => {
+        async fn execute<T>(&$self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error>
+        where
+            T: ?Sized + ToStatement + Sync + Send,
+        {
+            $check;
+            $to.execute(query, params).await
+        }
+
+        async fn query_one<T>(&$self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Row, Error>
+        where
+            T: ?Sized + ToStatement + Sync + Send,
+        {
+            $check;
+            $to.query_one(query, params).await
+        }
+
+        async fn query_opt<T>(
+            &$self,
+            query: &T,
+            params: &[&(dyn ToSql + Sync)],
+        ) -> Result<Option<Row>, Error>
+        where
+            T: ?Sized + ToStatement + Sync + Send,
+        {
+            $check;
+            $to.query_opt(query, params).await
+        }
+
+        async fn query<T>(&$self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error>
+        where
+            T: ?Sized + ToStatement + Sync + Send,
+        {
+            $check;
+            $to.query(query, params).await
+        }
+    };
+}
+
 impl sqlmcp_codegen::client::GenericClient for Call<'_> {
     /// Tells the generated code to `prepare` each query before running it,
     /// rather than to pass its text (which tokio-postgres would prepare
@@ -319,45 +368,7 @@ impl sqlmcp_codegen::client::GenericClient for Call<'_> {
         self.prepare_statement(query).await
     }
 
-    async fn execute<T>(&self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.check_open();
-        self.client.execute(query, params).await
-    }
-
-    async fn query_one<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.check_open();
-        self.client.query_one(statement, params).await
-    }
-
-    async fn query_opt<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.check_open();
-        self.client.query_opt(statement, params).await
-    }
-
-    async fn query<T>(&self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.check_open();
-        self.client.query(query, params).await
-    }
+    pass_on!(self, self.check_open(), self.client);
 
     async fn query_raw<T, I>(&self, statement: &T, params: I) -> Result<RowStream, Error>
     where
@@ -382,41 +393,7 @@ impl sqlmcp_codegen::client::GenericClient for Last<'_, '_> {
         Ok(statement)
     }
 
-    async fn execute<T>(&self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<u64, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.call.execute(query, params).await
-    }
-
-    async fn query_one<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Row, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.call.query_one(statement, params).await
-    }
-
-    async fn query_opt<T>(
-        &self,
-        statement: &T,
-        params: &[&(dyn ToSql + Sync)],
-    ) -> Result<Option<Row>, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.call.query_opt(statement, params).await
-    }
-
-    async fn query<T>(&self, query: &T, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Error>
-    where
-        T: ?Sized + ToStatement + Sync + Send,
-    {
-        self.call.query(query, params).await
-    }
+    pass_on!(self, self.call.check_open(), self.call);
 
     async fn query_raw<T, I>(&self, statement: &T, params: I) -> Result<RowStream, Error>
     where
@@ -431,13 +408,9 @@ impl sqlmcp_codegen::client::GenericClient for Last<'_, '_> {
         if !self.call.last_prepared.swap(false, Ordering::SeqCst) {
             return self.call.client.query_raw(statement, params).await;
         }
-        let mut query = pin!(self.call.client.query_raw(statement, params));
-        let first = poll_once(query.as_mut()).await;
-        self.call.allow_end();
-        match first {
-            Poll::Ready(result) => result,
-            Poll::Pending => query.await,
-        }
+        self.call
+            .end_behind(self.call.client.query_raw(statement, params))
+            .await
     }
 }
 
