@@ -131,13 +131,16 @@ impl Default for NamesCache {
 }
 
 const NAMES_MAX_AGE: Duration = Duration::from_secs(60);
+const NAMES_MIN_AGE: Duration = Duration::from_secs(1);
 
 impl NamesCache {
     async fn get(&self, client: &impl GenericClient, refresh: bool) -> Result<Names, ToolError> {
         let mut slot = self.names.lock().await;
+        // a refresh asked for by an unknown name reads the catalogue at most
+        // once a second, however many such queries come
+        let max_age = if refresh { NAMES_MIN_AGE } else { NAMES_MAX_AGE };
         if let Some(names) = slot.as_ref()
-            && !refresh
-            && names.loaded.elapsed() < NAMES_MAX_AGE
+            && names.loaded.elapsed() < max_age
         {
             return Ok(names.clone());
         }
