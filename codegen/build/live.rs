@@ -256,77 +256,96 @@ fn describe_prepare_error(
     message
 }
 
+/// A shape the generator refuses: the line of the `.sql` file and why.
+type Refusal = (usize, String);
+
 /// Combines the file's annotations with the server's view of the statement.
 fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result<Query, String> {
-    let fail = |line: usize, message: String| format!("{rel}: line {line}: {message}");
+    let described = || -> Result<Query, Refusal> {
+        check_nullable_lists(&parsed, statement)?;
+        let embeds = describe_embeds(&parsed, statement)?;
+        check_param_directives(&parsed, &embeds)?;
+        let params = describe_params(&parsed, statement)?;
+        let columns = describe_columns(&parsed, statement)?;
+        let (title, description) = describe_tool(&parsed)?;
+        Ok(Query {
+            name: parsed.name.clone(),
+            file: rel.to_owned(),
+            title,
+            description,
+            params,
+            embeds,
+            columns,
+        })
+    };
+    described().map_err(|(line, message)| format!("{rel}: line {line}: {message}"))
+}
+
+/// The `?` lists of the `--!` line name parameters and columns that exist.
+fn check_nullable_lists(parsed: &QueryFile, statement: &Statement) -> Result<(), Refusal> {
     let name = &parsed.name;
-    for listed in &parsed.nullable_params {
-        if !parsed.bind_params.contains(listed) {
-            return Err(fail(
-                1,
-                format!("`{listed}?` names no parameter of query `{name}`"),
-            ));
-        }
+    if let Some(listed) = parsed
+        .nullable_params
+        .iter()
+        .find(|listed| !parsed.bind_params.contains(listed))
+    {
+        return Err((
+            1,
+            format!("`{listed}?` names no parameter of query `{name}`"),
+        ));
     }
     let column_names: Vec<&str> = statement.columns().iter().map(|c| c.name()).collect();
-    for listed in &parsed.nullable_columns {
-        if !column_names.contains(&listed.as_str()) {
-            return Err(fail(
-                1,
-                format!("`{listed}?` names no result column of query `{name}`"),
-            ));
-        }
+    if let Some(listed) = parsed
+        .nullable_columns
+        .iter()
+        .find(|listed| !column_names.contains(&listed.as_str()))
+    {
+        return Err((
+            1,
+            format!("`{listed}?` names no result column of query `{name}`"),
+        ));
     }
+    Ok(())
+}
+
+/// The `--@ embed` lines, checked against the parameters they fill.
+fn describe_embeds(parsed: &QueryFile, statement: &Statement) -> Result<Vec<Embed>, Refusal> {
+    let name = &parsed.name;
     let mut embeds = Vec::new();
-    let mut hidden: Vec<&str> = Vec::new();
     for embed in &parsed.embeds {
-        let vector_type = param_type(&parsed, statement, &embed.vector_param).ok_or_else(|| {
-            fail(
-                embed.line,
-                format!(
-                    "`{}` is not a parameter of query `{name}`",
-                    embed.vector_param
-                ),
-            )
+        let fail = |message: String| (embed.line, message);
+        let vector_type = param_type(parsed, statement, &embed.vector_param).ok_or_else(|| {
+            fail(format!(
+                "`{}` is not a parameter of query `{name}`",
+                embed.vector_param
+            ))
         })?;
         if vector_type != "_float4" {
-            return Err(fail(
-                embed.line,
-                format!(
-                    "`{}` has type {vector_type}; an embedded vector is a real[] parameter \
-                     (write `:{}::real[]::vector` in the SQL)",
-                    embed.vector_param, embed.vector_param
-                ),
-            ));
+            return Err(fail(format!(
+                "`{}` has type {vector_type}; an embedded vector is a real[] parameter \
+                 (write `:{}::real[]::vector` in the SQL)",
+                embed.vector_param, embed.vector_param
+            )));
         }
         if parsed.bind_params.contains(&embed.text_arg) {
-            return Err(fail(
-                embed.line,
-                format!(
-                    "`{}` is already a parameter; name the text argument differently",
-                    embed.text_arg
-                ),
-            ));
+            return Err(fail(format!(
+                "`{}` is already a parameter; name the text argument differently",
+                embed.text_arg
+            )));
         }
-        if let Some(model) = &embed.model_param {
-            match param_type(&parsed, statement, model) {
-                Some("text") => hidden.push(model),
-                _ => {
-                    return Err(fail(
-                        embed.line,
-                        format!("model={model}: `:{model}` must be a text parameter of the query"),
-                    ));
-                }
-            }
+        if let Some(model) = &embed.model_param
+            && param_type(parsed, statement, model) != Some("text")
+        {
+            return Err(fail(format!(
+                "model={model}: `:{model}` must be a text parameter of the query"
+            )));
         }
         if embed.vectors.is_some() && embed.model_param.is_none() {
             return Err(fail(
-                embed.line,
                 "vectors=… needs model=<param>: it checks the stored vectors of the caller's model"
                     .to_owned(),
             ));
         }
-        hidden.push(&embed.vector_param);
         embeds.push(Embed {
             vector_param: embed.vector_param.clone(),
             text_arg: embed.text_arg.clone(),
@@ -336,18 +355,28 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
             vectors: embed.vectors.clone(),
         });
     }
+    Ok(embeds)
+}
+
+/// Every `--@ param` line describes a parameter the caller passes.
+fn check_param_directives(parsed: &QueryFile, embeds: &[Embed]) -> Result<(), Refusal> {
+    let filled = |param: &str| {
+        embeds
+            .iter()
+            .any(|e| e.vector_param == param || e.model_param.as_deref() == Some(param))
+    };
     for directive in &parsed.params {
         if !parsed.bind_params.contains(&directive.name) {
-            return Err(fail(
+            return Err((
                 directive.line,
                 format!(
-                    "`--@ param {}`: query `{name}` has no parameter :{}",
-                    directive.name, directive.name
+                    "`--@ param {}`: query `{}` has no parameter :{}",
+                    directive.name, parsed.name, directive.name
                 ),
             ));
         }
-        if hidden.contains(&directive.name.as_str()) {
-            return Err(fail(
+        if filled(&directive.name) {
+            return Err((
                 directive.line,
                 format!(
                     "`{}` is filled by `--@ embed`; it takes no `--@ param`",
@@ -356,13 +385,19 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
             ));
         }
     }
+    Ok(())
+}
 
+/// The bind parameters, in cornucopia's order, with their types and
+/// directives.
+fn describe_params(parsed: &QueryFile, statement: &Statement) -> Result<Vec<Param>, Refusal> {
+    let name = &parsed.name;
     let mut params = Vec::new();
     for (index, param_name) in parsed.bind_params.iter().enumerate() {
         let pg_type = statement.params()[index].name().to_owned();
         let line = parsed.bind_param_lines[index];
         if catalogue::UNUSABLE_NAMES.contains(&param_name.as_str()) {
-            return Err(fail(
+            return Err((
                 line,
                 format!(
                     "parameter :{param_name} of query `{name}` has a name Rust cannot use for a \
@@ -371,7 +406,7 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
             ));
         }
         if catalogue::rust_type(&pg_type).is_none() {
-            return Err(fail(
+            return Err((
                 line,
                 format!(
                     "parameter :{param_name} of query `{name}` has type {pg_type}, which sqlmcp cannot \
@@ -382,7 +417,7 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
         let directive = parsed.params.iter().find(|d| &d.name == param_name);
         let mut param = Param {
             name: param_name.clone(),
-            pg_type: pg_type.clone(),
+            pg_type,
             nullable: parsed.nullable_params.contains(param_name),
             description: directive.map(|d| d.description.clone()),
             default: None,
@@ -391,55 +426,48 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
             allowed: None,
         };
         if let Some(directive) = directive {
-            check_directive(&mut param, directive)
-                .map_err(|message| fail(directive.line, message))?;
+            check_directive(&mut param, directive).map_err(|message| (directive.line, message))?;
         }
         params.push(param);
     }
+    Ok(params)
+}
 
+/// The result columns: at least one, each with a snake_case name of its own
+/// and a mapped type.
+fn describe_columns(parsed: &QueryFile, statement: &Statement) -> Result<Vec<Column>, Refusal> {
+    let name = &parsed.name;
+    let fail = |message: String| (parsed.sql_line, message);
     if statement.columns().is_empty() {
-        return Err(fail(
-            parsed.sql_line,
-            format!(
-                "query `{name}` returns no columns, so its tool would have nothing to answer; \
-                 select the values the tool should return (`SELECT … AS name`)"
-            ),
-        ));
+        return Err(fail(format!(
+            "query `{name}` returns no columns, so its tool would have nothing to answer; \
+             select the values the tool should return (`SELECT … AS name`)"
+        )));
     }
-    let mut columns = Vec::new();
+    let mut columns: Vec<Column> = Vec::new();
     for column in statement.columns() {
         let column_name = column.name();
         let pg_type = column.type_().name();
         if !query_file::is_identifier(column_name) {
-            return Err(fail(
-                parsed.sql_line,
-                format!(
-                    "result column `{column_name}` of query `{name}` is not a snake_case name; alias it (`AS total_revenue`)"
-                ),
-            ));
+            return Err(fail(format!(
+                "result column `{column_name}` of query `{name}` is not a snake_case name; alias it (`AS total_revenue`)"
+            )));
         }
         if catalogue::UNUSABLE_NAMES.contains(&column_name) {
-            return Err(fail(
-                parsed.sql_line,
-                format!(
-                    "result column `{column_name}` of query `{name}` has a name Rust cannot use \
-                     for a field; alias it (`AS {column_name}_value`)"
-                ),
-            ));
+            return Err(fail(format!(
+                "result column `{column_name}` of query `{name}` has a name Rust cannot use \
+                 for a field; alias it (`AS {column_name}_value`)"
+            )));
         }
-        if columns.iter().any(|c: &Column| c.name == column_name) {
-            return Err(fail(
-                parsed.sql_line,
-                format!("query `{name}` returns two columns named `{column_name}`"),
-            ));
+        if columns.iter().any(|c| c.name == column_name) {
+            return Err(fail(format!(
+                "query `{name}` returns two columns named `{column_name}`"
+            )));
         }
         if catalogue::rust_type(pg_type).is_none() {
-            return Err(fail(
-                parsed.sql_line,
-                format!(
-                    "result column `{column_name}` of query `{name}` has type {pg_type}, which sqlmcp cannot write as JSON; cast it (e.g. `::text`)"
-                ),
-            ));
+            return Err(fail(format!(
+                "result column `{column_name}` of query `{name}` has type {pg_type}, which sqlmcp cannot write as JSON; cast it (e.g. `::text`)"
+            )));
         }
         columns.push(Column {
             name: column_name.to_owned(),
@@ -447,12 +475,18 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
             nullable: parsed.nullable_columns.iter().any(|c| c == column_name),
         });
     }
+    Ok(columns)
+}
 
+/// The tool's title (`--@ title`, or the name in words) and description
+/// (the `---` lines, paragraphs kept).
+fn describe_tool(parsed: &QueryFile) -> Result<(String, String), Refusal> {
     if parsed.doc.iter().all(|line| line.is_empty()) {
-        return Err(fail(
+        return Err((
             1,
             format!(
-                "query `{name}` has no `---` description; it is what a model reads to choose the tool"
+                "query `{}` has no `---` description; it is what a model reads to choose the tool",
+                parsed.name
             ),
         ));
     }
@@ -464,22 +498,14 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
         .collect::<Vec<_>>()
         .join("\n\n");
     let title = parsed.title.clone().unwrap_or_else(|| {
-        let words = name.replace('_', " ");
+        let words = parsed.name.replace('_', " ");
         let mut chars = words.chars();
         chars
             .next()
             .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
             .unwrap_or_default()
     });
-    Ok(Query {
-        name: name.clone(),
-        file: rel.to_owned(),
-        title,
-        description,
-        params,
-        embeds,
-        columns,
-    })
+    Ok((title, description))
 }
 
 fn param_type<'a>(parsed: &QueryFile, statement: &'a Statement, name: &str) -> Option<&'a str> {
