@@ -177,13 +177,16 @@ impl<'a> Call<'a> {
     ///
     /// `tokio::join!` polls the four in order, and each writes its first
     /// message on its first poll, so they reach PostgreSQL in this order.
+    /// If opening fails before `work` could be sent behind it (preparing the
+    /// identity statement), `work` does not run at all: never outside the
+    /// transaction's settings.
     pub async fn run<T>(
         &self,
         caller: &crate::caller::CallerId,
         statement_timeout: std::time::Duration,
         extra: &[(&str, String)],
         work: impl std::future::Future<Output = T>,
-    ) -> Settled<T> {
+    ) -> Result<Settled<T>, Error> {
         let begin = begin_read_only(statement_timeout, extra);
         let id = caller.to_string();
         let params: [&(dyn ToSql + Sync); 1] = [&id];
@@ -197,53 +200,38 @@ impl<'a> Call<'a> {
             self.client.batch_execute(self.settle.sql()).await
         };
         let (opened, output, ended) = if self.cache {
-            match self.client.prepare_cached(OPEN_CALL).await {
-                Ok(open) => {
-                    let (began, opened, output, ended) = tokio::join!(
-                        self.client.batch_execute(&begin),
-                        self.client.execute(&open, &params),
-                        work,
-                        end
-                    );
-                    (began.and(opened.map(drop)), output, ended)
-                }
-                Err(err) => self.run_unopened(err, work, end).await,
-            }
+            let open = self.client.prepare_cached(OPEN_CALL).await?;
+            let (began, opened, output, ended) = tokio::join!(
+                self.client.batch_execute(&begin),
+                self.client.execute(&open, &params),
+                work,
+                end
+            );
+            (began.and(opened.map(drop)), output, ended)
         } else {
             // behind a transaction-pooling PgBouncer, a statement must be
             // prepared inside the transaction that runs it
-            let began = self.client.batch_execute(&begin).await;
-            match self.client.prepare(OPEN_CALL).await {
-                Ok(open) => {
-                    let (opened, output, ended) =
-                        tokio::join!(self.client.execute(&open, &params), work, end);
-                    (began.and(opened.map(drop)), output, ended)
-                }
+            let opening = async {
+                self.client.batch_execute(&begin).await?;
+                self.client.prepare(OPEN_CALL).await
+            };
+            let open = match opening.await {
+                Ok(open) => open,
                 Err(err) => {
-                    self.run_unopened(began.err().unwrap_or(err), work, end)
-                        .await
+                    // whatever of the transaction began, end it
+                    let _ = self.client.batch_execute(self.settle.sql()).await;
+                    return Err(err);
                 }
-            }
+            };
+            let (opened, output, ended) =
+                tokio::join!(self.client.execute(&open, &params), work, end);
+            (opened.map(drop), output, ended)
         };
-        Settled {
+        Ok(Settled {
             opened,
             output,
             ended,
-        }
-    }
-
-    /// Without an identity, `work` still runs in a read-only transaction,
-    /// where it sees no tenant's rows, and fails or not; the caller reports
-    /// `err` first.
-    async fn run_unopened<T>(
-        &self,
-        err: Error,
-        work: impl std::future::Future<Output = T>,
-        end: impl std::future::Future<Output = Result<(), Error>>,
-    ) -> (Result<(), Error>, T, Result<(), Error>) {
-        let _ = self.client.batch_execute("BEGIN READ ONLY").await;
-        let (output, ended) = tokio::join!(work, end);
-        (Err(err), output, ended)
+        })
     }
 
     /// The client for `work`'s last statement: once it has handed that

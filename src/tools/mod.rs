@@ -290,7 +290,8 @@ pub async fn execute(
                 }
             }
         })
-        .await;
+        .await
+        .map_err(ToolError::from_database)?;
     settled.opened.map_err(ToolError::from_database)?;
     let output = settled.output?;
     settled.ended.map_err(ToolError::from_database)?;

@@ -138,7 +138,11 @@ impl NamesCache {
         let mut slot = self.names.lock().await;
         // a refresh asked for by an unknown name reads the catalogue at most
         // once a second, however many such queries come
-        let max_age = if refresh { NAMES_MIN_AGE } else { NAMES_MAX_AGE };
+        let max_age = if refresh {
+            NAMES_MIN_AGE
+        } else {
+            NAMES_MAX_AGE
+        };
         if let Some(names) = slot.as_ref()
             && names.loaded.elapsed() < max_age
         {
@@ -345,7 +349,8 @@ async fn run(
             &settings(limits),
             fetch(&call, sql, columns, limits),
         )
-        .await;
+        .await
+        .map_err(ToolError::from_database)?;
     settled.opened.map_err(ToolError::from_database)?;
     let output = settled.output?;
     settled.ended.map_err(ToolError::from_database)?;

@@ -257,7 +257,7 @@ impl Ceiling {
             }
             Ok::<_, anyhow::Error>(())
         };
-        let settled = call.run(&caller, timeout, &settings, query).await;
+        let settled = call.run(&caller, timeout, &settings, query).await?;
         settled.opened?;
         settled.output?;
         settled.ended?;
