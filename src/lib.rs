@@ -9,8 +9,9 @@
 //! - [`caller`] — the caller's identity, a UUID that row-level security
 //!   filters by.
 //! - [`db`] — connecting to PostgreSQL with errors that say what to do next,
-//!   the read-only transaction every tool call runs in, opened with an
-//!   identity only the server can sign, and the deadline that bounds it.
+//!   and the deadline that bounds a call; `db::call`, the read-only
+//!   transaction every tool call runs in, opened with an identity only the
+//!   server can sign and ended in the same round trip as the query.
 //! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
 //!   stdio, health and metrics endpoints, graceful shutdown.
 //! - [`sql_policy`] — which raw SQL may run: the parse-tree walk, every node
