@@ -44,6 +44,12 @@ fn main() {
         )
         .unwrap();
     }
+    writeln!(
+        index,
+        "/// The built-in tools' names, which no query may take (checked by a test).\n#[cfg(test)]\npub const BUILT_IN_NAMES: &[&str] = &{:?};",
+        catalogue::BUILT_IN_TOOLS
+    )
+    .unwrap();
     index.push_str(&registry(&catalogue.queries));
     write_if_changed(&out_dir.join("curated_tools.rs"), &index);
 }

@@ -184,6 +184,14 @@ pub fn json_schema(pg_type: &str) -> Option<serde_json::Value> {
     }
 }
 
+/// The tools written by hand in `src/tools/`: no query may take their
+/// names. The server's tests check that this list is theirs.
+pub const BUILT_IN_TOOLS: [&str; 3] = [
+    "execute_sales_query",
+    "get_current_utc_date",
+    "get_multiple_table_schemas",
+];
+
 /// Rust keywords a name may not take even as a raw identifier; a parameter
 /// or column named so is refused with a request to rename it.
 pub const UNUSABLE_NAMES: [&str; 3] = ["crate", "self", "super"];

@@ -105,6 +105,13 @@ fn generate_in(
             .file_stem()
             .and_then(|s| s.to_str())
             .unwrap_or_default();
+        if catalogue::BUILT_IN_TOOLS.contains(&parsed.name.as_str()) {
+            return Err(format!(
+                "{rel}: line 1: `{}` is the name of a built-in tool; name the query (and its \
+                 file) differently",
+                parsed.name
+            ));
+        }
         if catalogue::is_rust_keyword(&parsed.name) {
             return Err(format!(
                 "{rel}: line 1: the query name `{}` is a Rust keyword, and the generated code \

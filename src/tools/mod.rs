@@ -309,3 +309,29 @@ pub async fn call(
     let prepared = prepare(name, arguments, context).await?;
     execute(client, caller, prepared, context).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The generator refuses queries named like a built-in tool by a list of
+    /// its own (`codegen/build/catalogue.rs`): it must be this one.
+    #[test]
+    fn the_generator_knows_every_built_in_tool() {
+        let mut built_in: Vec<&str> = definitions()
+            .iter()
+            .map(|d| d.name)
+            .filter(|name| !is_curated(name))
+            .collect();
+        built_in.sort_unstable();
+        assert_eq!(built_in, curated::BUILT_IN_NAMES);
+    }
+
+    #[test]
+    fn tool_names_are_unique() {
+        let names: Vec<&str> = definitions().iter().map(|d| d.name).collect();
+        let mut unique = names.clone();
+        unique.dedup();
+        assert_eq!(names, unique, "definitions() is sorted by name");
+    }
+}

@@ -449,6 +449,11 @@ fn check_refusals(workspace: &Workspace, url: &str, fixture: &str) {
             "queries/shape_rust_name.sql: line 3: result column `crate` of query `shape_rust_name` has a name Rust cannot use for a field; alias it (`AS crate_value`)",
         ),
         (
+            "execute_sales_query",
+            "--! execute_sales_query\n--- A tool named like a built-in one.\nSELECT 1 AS one;\n".to_owned(),
+            "queries/execute_sales_query.sql: line 1: `execute_sales_query` is the name of a built-in tool; name the query (and its file) differently",
+        ),
+        (
             "type",
             "--! type\n--- A tool named by a Rust keyword.\nSELECT 1 AS one;\n".to_owned(),
             "queries/type.sql: line 1: the query name `type` is a Rust keyword, and the generated code names a module after the query; choose another name (e.g. `type_query`)",
