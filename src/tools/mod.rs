@@ -290,8 +290,16 @@ pub async fn execute(
                 }
             }
         })
-        .await
-        .map_err(ToolError::from_database)?;
+        .await;
+    outcome(settled)
+}
+
+/// A call's result once its transaction is settled: a failure to open it
+/// first, then the tool's own, then one to end it.
+fn outcome(
+    settled: Result<db::Settled<Result<ToolOutput, ToolError>>, tokio_postgres::Error>,
+) -> Result<ToolOutput, ToolError> {
+    let settled = settled.map_err(ToolError::from_database)?;
     settled.opened.map_err(ToolError::from_database)?;
     let output = settled.output?;
     settled.ended.map_err(ToolError::from_database)?;

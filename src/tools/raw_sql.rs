@@ -174,7 +174,12 @@ impl NamesCache {
         let (checked, names) = match sql_policy::check(text, &names.names) {
             Err(violation) if violation.unknown_name => {
                 let fresh = self.get(client, true).await?;
-                (sql_policy::check(text, &fresh.names), fresh)
+                if fresh.generation == names.generation {
+                    // read less than a second ago: the same names, the same verdict
+                    (Err(violation), names)
+                } else {
+                    (sql_policy::check(text, &fresh.names), fresh)
+                }
             }
             other => (other, names),
         };
@@ -349,12 +354,8 @@ async fn run(
             &settings(limits),
             fetch(&call, sql, columns, limits),
         )
-        .await
-        .map_err(ToolError::from_database)?;
-    settled.opened.map_err(ToolError::from_database)?;
-    let output = settled.output?;
-    settled.ended.map_err(ToolError::from_database)?;
-    Ok(output)
+        .await;
+    super::outcome(settled)
 }
 
 /// Statements a connection keeps prepared at most; past this many, it
