@@ -19,11 +19,14 @@
 
 pub mod allowed;
 mod nodes;
+mod walk;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 
-use serde_json::Value;
+use pg_query::NodeEnum;
+
+use walk::Message;
 
 /// A statement the policy accepted; only [`check`] makes one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,13 +190,13 @@ pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation>
             );
         }
     };
-    let tree = serde_json::to_value(&statement.stmt)
-        .map_err(|err| violation(format!("cannot inspect the statement: {err}"), None))?;
-    let (kind, body) = top_level(&tree)?;
-    let explain = match kind {
-        "SelectStmt" => false,
-        "ExplainStmt" => {
-            check_explain(body)?;
+    let Some(tree) = statement.stmt.as_deref() else {
+        return refuse("empty query: write one SELECT statement", None);
+    };
+    let explain = match &tree.node {
+        Some(NodeEnum::SelectStmt(_)) => false,
+        Some(NodeEnum::ExplainStmt(explain)) => {
+            check_explain(explain)?;
             true
         }
         other => {
@@ -204,7 +207,9 @@ pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation>
                 .next()
                 .unwrap_or_default()
                 .to_uppercase();
-            let name = other.trim_end_matches("Stmt").to_uppercase();
+            let name = node_name(other.as_ref())
+                .trim_end_matches("Stmt")
+                .to_uppercase();
             return refuse(
                 format!("only SELECT or EXPLAIN allowed, not {first} ({name})"),
                 None,
@@ -213,7 +218,7 @@ pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation>
     };
 
     let mut found = Found::default();
-    walk(&tree, &mut found)?;
+    walk::walk(tree, &mut found)?;
     for (cte, location) in &found.ctes {
         if names.system_relations.contains(cte) || names.other_relations.contains(cte) {
             return refuse(
@@ -326,39 +331,38 @@ fn statement_range(sql: &str, statement: &pg_query::protobuf::RawStmt) -> std::o
     }
 }
 
-fn top_level(tree: &Value) -> Result<(&str, &Value), Violation> {
-    let node = tree
-        .get("node")
-        .and_then(Value::as_object)
-        .and_then(|o| o.iter().next());
-    match node {
-        Some((kind, body)) => Ok((kind.as_str(), body)),
-        None => refuse("empty query: write one SELECT statement", None),
-    }
+/// The name of a node's type, as [`nodes`] spells it.
+fn node_name(node: Option<&NodeEnum>) -> &'static str {
+    let Some(node) = node else { return "empty" };
+    let wanted = std::mem::discriminant(node);
+    nodes::every_node()
+        .into_iter()
+        .find(|(_, _, each)| std::mem::discriminant(each) == wanted)
+        .map_or("unknown", |(name, _, _)| name)
 }
 
 /// `EXPLAIN` of a `SELECT`, without `ANALYZE` (it would run the statement)
 /// and with `COSTS OFF`: cost and row estimates come from statistics of the
 /// whole table, every store's rows included.
-fn check_explain(body: &Value) -> Result<(), Violation> {
-    let options: Vec<(String, &Value)> = body["options"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|option| {
-            let elem = &option["node"]["DefElem"];
-            let name = elem["defname"].as_str().unwrap_or_default().to_lowercase();
-            (name, elem)
+fn check_explain(explain: &pg_query::protobuf::ExplainStmt) -> Result<(), Violation> {
+    let options: Vec<(String, &pg_query::protobuf::DefElem)> = explain
+        .options
+        .iter()
+        .filter_map(|option| match &option.node {
+            Some(NodeEnum::DefElem(elem)) => Some((elem.defname.to_lowercase(), &**elem)),
+            _ => None,
         })
         .collect();
     if let Some((_, elem)) = options.iter().find(|(name, _)| name == "analyze") {
         return refuse(
             "EXPLAIN ANALYZE not allowed: it runs the statement",
-            location(elem),
+            Some(elem.location.into()),
         );
     }
-    let (inner, _) = top_level(&body["query"])?;
-    if inner != "SelectStmt" {
+    if !matches!(
+        explain.query.as_deref().and_then(|q| q.node.as_ref()),
+        Some(NodeEnum::SelectStmt(_))
+    ) {
         return refuse("EXPLAIN allowed only of a SELECT", None);
     }
     let mut costs_off = false;
@@ -368,7 +372,7 @@ fn check_explain(body: &Value) -> Result<(), Violation> {
             "format" if option_text(elem).is_some_and(|f| f.eq_ignore_ascii_case("xml")) => {
                 return refuse(
                     "EXPLAIN FORMAT XML not allowed: use TEXT, JSON or YAML",
-                    location(elem),
+                    Some(elem.location.into()),
                 );
             }
             "format" | "verbose" | "summary" | "generic_plan" => {}
@@ -378,7 +382,7 @@ fn check_explain(body: &Value) -> Result<(), Violation> {
                         "EXPLAIN option {} not allowed: use FORMAT, VERBOSE or COSTS OFF",
                         other.to_uppercase()
                     ),
-                    location(elem),
+                    Some(elem.location.into()),
                 );
             }
         }
@@ -393,20 +397,27 @@ fn check_explain(body: &Value) -> Result<(), Violation> {
     Ok(())
 }
 
+/// What an EXPLAIN option is set to.
+fn option_arg(elem: &pg_query::protobuf::DefElem) -> Option<&NodeEnum> {
+    elem.arg.as_deref().and_then(|arg| arg.node.as_ref())
+}
+
 /// The word an EXPLAIN option is set to (`FORMAT JSON`, `COSTS OFF`).
-fn option_text(elem: &Value) -> Option<&str> {
-    elem["arg"]["node"]["String"]["sval"].as_str()
+fn option_text(elem: &pg_query::protobuf::DefElem) -> Option<&str> {
+    match option_arg(elem) {
+        Some(NodeEnum::String(text)) => Some(&text.sval),
+        _ => None,
+    }
 }
 
 /// Whether an EXPLAIN option says off (`COSTS OFF`, `COSTS false`, `COSTS 0`).
-fn option_is_off(elem: &Value) -> bool {
-    match (
-        option_text(elem),
-        elem["arg"]["node"]["Integer"].as_object(),
-    ) {
-        (Some(text), _) => matches!(text.to_lowercase().as_str(), "off" | "false"),
-        (None, Some(integer)) => integer.get("ival").and_then(Value::as_i64).unwrap_or(0) == 0,
-        (None, None) => false,
+fn option_is_off(elem: &pg_query::protobuf::DefElem) -> bool {
+    match option_arg(elem) {
+        Some(NodeEnum::String(text)) => {
+            matches!(text.sval.to_lowercase().as_str(), "off" | "false")
+        }
+        Some(NodeEnum::Integer(integer)) => integer.ival == 0,
+        _ => false,
     }
 }
 
@@ -459,80 +470,18 @@ struct Found {
     ctes: Vec<(String, Option<i64>)>,
 }
 
-/// The `sval`s of a list of `String` nodes, exactly: the parser has folded
-/// unquoted names to lower case already, and a quoted name means exactly
-/// what it says (`"PG_SLEEP"` is not `pg_sleep`).
-fn names_of(list: &Value) -> Vec<String> {
-    list.as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["node"]["String"]["sval"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// Visits every node of the tree: the serialised parse tree holds all of
-/// them, so nothing can hide from this walk.
-fn walk(value: &Value, found: &mut Found) -> Result<(), Violation> {
-    match value {
-        Value::Array(items) => items.iter().try_for_each(|item| walk(item, found)),
-        Value::Object(map) => {
-            for (key, child) in map {
-                if nodes::is_node_name(key) {
-                    visit_node(key, child, found)?;
-                } else if child.get("node").is_none() {
-                    // a message held directly by a field, not as a node
-                    if nodes::TYPE_NAME_FIELDS.contains(&key.as_str())
-                        && child.get("names").is_some()
-                    {
-                        reaches("TypeName", child, found);
-                    } else if nodes::RANGE_VAR_FIELDS.contains(&key.as_str())
-                        && child.get("relname").is_some()
-                    {
-                        reaches("RangeVar", child, found);
-                    }
-                }
-                // SELECT … INTO is a field of SelectStmt, not a node of its own
-                if key == "into_clause" && !child.is_null() {
-                    return refuse("SELECT … INTO not allowed", None);
-                }
-                walk(child, found)?;
-            }
-            Ok(())
-        }
-        _ => Ok(()),
-    }
-}
-
-fn location(body: &Value) -> Option<i64> {
-    body["location"].as_i64()
-}
-
-fn visit_node(kind: &str, body: &Value, found: &mut Found) -> Result<(), Violation> {
-    if let Some(rule) = refused_node(kind) {
-        return refuse(rule, location(body));
-    }
-    match nodes::class_of(kind) {
-        NodeClass::Structure => Ok(()),
-        NodeClass::Refused => refuse(format!("{kind} not allowed in a query"), location(body)),
-        NodeClass::Reaches => {
-            reaches(kind, body, found);
-            Ok(())
-        }
-    }
-}
-
-/// The names a node of class [`NodeClass::Reaches`] may resolve to a
+/// What a message of class [`NodeClass::Reaches`] may resolve to: a
 /// function (directly, or through an operator or a type's input and cast
 /// functions) or a relation.
-fn reaches(kind: &str, body: &Value, found: &mut Found) {
-    let at = location(body);
+fn reaches_of(message: &Message, found: &mut Found) {
+    let at = message.location;
     let push = |found: &mut Found, reach| found.reaches.push(reach);
-    match kind {
-        "FuncCall" => push(found, Reach::Function(names_of(&body["funcname"]), at)),
+    match message.kind {
+        "FuncCall" => push(found, Reach::Function(message.names("funcname"), at)),
         "ColumnRef" => {
             // `a.b.c`: every field after the first may be a function applied
             // to what precedes it (`t.f` is f(t)); a bare `a` is a column
-            let fields = names_of(&body["fields"]);
+            let fields = message.names("fields");
             if let Some(system) = fields.iter().find(|f| SYSTEM_COLUMNS.contains(&f.as_str())) {
                 push(found, Reach::SystemColumn(system.clone(), at));
             }
@@ -541,54 +490,49 @@ fn reaches(kind: &str, body: &Value, found: &mut Found) {
             }
         }
         "SqlvalueFunction" => {
-            let op = body["op"].as_i64().unwrap_or_default();
+            let op = message.number("op").unwrap_or_default();
             if !DATE_TIME_VALUES.iter().any(|allowed| *allowed as i64 == op) {
                 push(found, Reach::SessionValue(at));
             }
         }
         "AIndirection" => {
             // where the value before the dot starts
-            let at = body["arg"]["node"]
-                .as_object()
-                .and_then(|node| node.values().next())
-                .and_then(location);
-            for field in names_of(&body["indirection"]) {
-                push(found, Reach::Field(field, at));
+            for field in message.names("indirection") {
+                push(found, Reach::Field(field, message.arg_location));
             }
         }
         // BETWEEN's "name" is the keyword; it compares with the type's own
         // btree operators, as ORDER BY does
-        "AExpr" if body["kind"].as_i64().is_some_and(is_between) => {}
-        "AExpr" => push(found, Reach::Operator(names_of(&body["name"]), at)),
+        "AExpr" if message.number("kind").is_some_and(is_between) => {}
+        "AExpr" => push(found, Reach::Operator(message.names("name"), at)),
         "SubLink" => {
-            let operator = names_of(&body["oper_name"]);
+            let operator = message.names("oper_name");
             if !operator.is_empty() {
                 push(found, Reach::Operator(operator, at));
             }
         }
         "SortBy" => {
-            let operator = names_of(&body["use_op"]);
+            let operator = message.names("use_op");
             if !operator.is_empty() {
                 push(found, Reach::Operator(operator, at));
             }
         }
-        "TypeName" => push(found, Reach::Type(names_of(&body["names"]), at)),
+        "TypeName" => push(found, Reach::Type(message.names("names"), at)),
         "RangeVar" => {
-            let mut name = Vec::new();
-            for part in ["catalogname", "schemaname", "relname"] {
-                if let Some(text) = body[part].as_str().filter(|s| !s.is_empty()) {
-                    name.push(text.to_owned());
-                }
-            }
+            let name = ["catalogname", "schemaname", "relname"]
+                .into_iter()
+                .filter_map(|part| message.text(part).filter(|s| !s.is_empty()))
+                .map(str::to_owned)
+                .collect();
             push(found, Reach::Relation(name, at));
         }
         "CommonTableExpr" => {
-            if let Some(name) = body["ctename"].as_str() {
+            if let Some(name) = message.text("ctename") {
                 found.ctes.push((name.to_owned(), at));
             }
         }
-        "RangeTableSample" => push(found, Reach::Sample(names_of(&body["method"]), at)),
-        _ => unreachable!("every Reaches node is handled: {kind}"),
+        "RangeTableSample" => push(found, Reach::Sample(message.names("method"), at)),
+        kind => unreachable!("every Reaches node is handled: {kind}"),
     }
 }
 

@@ -42,6 +42,15 @@ macro_rules! classified {
             }
         }
         const _: fn(&pg_query::NodeEnum) -> NodeClass = exhaustive;
+
+        /// Every node type with its class and an empty node of it.
+        pub fn every_node() -> Vec<(&'static str, NodeClass, pg_query::NodeEnum)> {
+            vec![$($((
+                stringify!($name),
+                NodeClass::$class,
+                pg_query::NodeEnum::$name(Default::default()),
+            ),)*)*]
+        }
     };
 }
 
@@ -111,43 +120,6 @@ classified! {
     ]
 }
 
-/// The variants of a constant's value (`AConst.val`), the only CamelCase
-/// keys of the serialised tree that are not node types.
-const CONSTANT_VALUES: &[&str] = &["Ival", "Fval", "Boolval", "Sval", "Bsval"];
-
-/// Whether a key of the serialised tree names a node type (node types are
-/// CamelCase, fields snake_case). An unknown CamelCase key is still a node
-/// type, and [`class_of`] refuses it.
-pub fn is_node_name(key: &str) -> bool {
-    key.starts_with(|c: char| c.is_ascii_uppercase()) && !CONSTANT_VALUES.contains(&key)
-}
-
-/// Fields whose value is a `TypeName` message rather than a node (a cast's
-/// target, a column definition's type): the walk checks them as types.
-pub const TYPE_NAME_FIELDS: &[&str] = &[
-    "type_name",
-    "arg_type",
-    "datatype",
-    "of_typename",
-    "return_type",
-    "sourcetype",
-    "storedtype",
-    "targettype",
-];
-
-/// Fields whose value is a `RangeVar` message rather than a node.
-pub const RANGE_VAR_FIELDS: &[&str] = &[
-    "constrrel",
-    "identity_sequence",
-    "pktable",
-    "rel",
-    "relation",
-    "sequence",
-    "table",
-    "typevar",
-    "view",
-];
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +132,5 @@ mod tests {
         assert_eq!(unique.len(), ALL_NODE_NAMES.len());
         assert!(ALL_NODE_NAMES.len() >= 271, "{}", ALL_NODE_NAMES.len());
         assert_eq!(class_of("SomeFutureNode"), NodeClass::Refused);
-        assert!(is_node_name("SomeFutureNode") && !is_node_name("Ival"));
     }
 }
