@@ -7,20 +7,15 @@
 //! `OUT_DIR/tools/<name>.rs` and `OUT_DIR/curated_tools.rs` (only when the
 //! content changed).
 
-#[path = "codegen/build/catalogue.rs"]
-#[allow(dead_code)]
-mod catalogue;
-
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use catalogue::{Catalogue, Column, Param, Query, ValueKind};
+use sqlmcp_catalogue::{self as catalogue, Catalogue, Column, Param, Query, ValueKind};
 
 fn main() {
     let path = std::env::var("DEP_SQLMCP_CODEGEN_CATALOGUE")
         .expect("sqlmcp-codegen hands over the catalogue path");
     println!("cargo::rerun-if-changed={path}");
-    println!("cargo::rerun-if-changed=codegen/build/catalogue.rs");
     let text =
         std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("cannot read {path}: {err}"));
     let catalogue: Catalogue =
@@ -32,7 +27,7 @@ fn main() {
     let mut index = String::new();
     writeln!(index, "// {}\n", catalogue::GENERATED_NOTICE).unwrap();
     for query in &catalogue.queries {
-        write_if_changed(
+        write(
             &tools_dir.join(format!("{}.rs", query.name)),
             &tool_module(query),
         );
@@ -51,15 +46,11 @@ fn main() {
     )
     .unwrap();
     index.push_str(&registry(&catalogue.queries));
-    write_if_changed(&out_dir.join("curated_tools.rs"), &index);
+    write(&out_dir.join("curated_tools.rs"), &index);
 }
 
-fn write_if_changed(path: &Path, content: &str) {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-        return;
-    }
-    std::fs::write(path, content)
-        .unwrap_or_else(|err| panic!("cannot write {}: {err}", path.display()));
+fn write(path: &Path, content: &str) {
+    catalogue::write_if_changed(path, content).unwrap_or_else(|err| panic!("{err}"));
 }
 
 /// Parameters the caller passes (not filled by `--@ embed`).
@@ -77,12 +68,8 @@ fn rust_type(pg_type: &str) -> String {
 }
 
 fn kind(param: &Param) -> ValueKind {
-    match catalogue::array_element(&param.pg_type) {
-        Some(_) => ValueKind::Other,
-        None => catalogue::type_mapping(&param.pg_type).map_or(ValueKind::Other, |m| m.kind),
-    }
+    catalogue::value_kind(&param.pg_type)
 }
-
 /// A Rust expression of `value` for a parameter of this kind.
 fn literal(kind: ValueKind, value: &serde_json::Value, rust: &str) -> String {
     match (kind, value) {

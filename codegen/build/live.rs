@@ -6,9 +6,12 @@ use serde_json::Value;
 use tokio_postgres::Statement;
 use tokio_postgres::error::ErrorPosition;
 
-use crate::catalogue::{self, Catalogue, Column, Embed, GENERATED_NOTICE, Param, Query, ValueKind};
-use crate::query_file::{self, QueryFile};
 use crate::{Paths, input_hashes, relative, sql_files};
+use sqlmcp_catalogue::query_file::{self, QueryFile};
+use sqlmcp_catalogue::{
+    self as catalogue, Catalogue, Column, Embed, GENERATED_NOTICE, Param, Query, ValueKind,
+    write_if_changed,
+};
 
 pub fn generate(url: &str, paths: &Paths) -> Result<(), String> {
     let admin_config: tokio_postgres::Config = url
@@ -175,13 +178,6 @@ fn generate_in(
         .map_err(|err| format!("cannot create codegen/snapshot/: {err}"))?;
     write_if_changed(&paths.snapshot.join("cornucopia.rs"), &code)?;
     write_if_changed(&paths.snapshot.join("catalogue.json"), &json)
-}
-
-fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
-    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
-        return Ok(());
-    }
-    std::fs::write(path, content).map_err(|err| format!("cannot write {}: {err}", path.display()))
 }
 
 /// Replaces `mod x;` by `mod x { <x.rs> }`, recursively, so that the whole
@@ -353,14 +349,7 @@ fn describe_embeds(parsed: &QueryFile, statement: &Statement) -> Result<Vec<Embe
                     .to_owned(),
             ));
         }
-        embeds.push(Embed {
-            vector_param: embed.vector_param.clone(),
-            text_arg: embed.text_arg.clone(),
-            description: embed.description.clone(),
-            model_param: embed.model_param.clone(),
-            dimensions: embed.dimensions,
-            vectors: embed.vectors.clone(),
-        });
+        embeds.push(embed.embed.clone());
     }
     Ok(embeds)
 }
@@ -504,14 +493,10 @@ fn describe_tool(parsed: &QueryFile) -> Result<(String, String), Refusal> {
         .filter(|paragraph| !paragraph.is_empty())
         .collect::<Vec<_>>()
         .join("\n\n");
-    let title = parsed.title.clone().unwrap_or_else(|| {
-        let words = parsed.name.replace('_', " ");
-        let mut chars = words.chars();
-        chars
-            .next()
-            .map(|c| c.to_ascii_uppercase().to_string() + chars.as_str())
-            .unwrap_or_default()
-    });
+    let title = parsed
+        .title
+        .clone()
+        .unwrap_or_else(|| catalogue::capitalised(&parsed.name.replace('_', " ")));
     Ok((title, description))
 }
 
@@ -526,12 +511,7 @@ fn check_directive(
     directive: &query_file::ParamDirective,
 ) -> Result<(), String> {
     let name = &param.name;
-    let kind = catalogue::array_element(&param.pg_type)
-        .map_or_else(
-            || catalogue::type_mapping(&param.pg_type).map(|m| m.kind),
-            |_| Some(ValueKind::Other),
-        )
-        .unwrap_or(ValueKind::Other);
+    let kind = catalogue::value_kind(&param.pg_type);
     let numeric = matches!(
         kind,
         ValueKind::Integer | ValueKind::Float | ValueKind::Decimal

@@ -10,11 +10,7 @@
 //! - Offline mode (no URL): uses `snapshot/` as committed, after checking
 //!   that no query or migration changed since it was generated.
 
-// Shared with the `sqlmcp` build script, which uses the rest of it.
-#[allow(dead_code)]
-mod catalogue;
 mod live;
-mod query_file;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,7 +18,7 @@ use std::process::ExitCode;
 
 use sha2::{Digest, Sha256};
 
-use catalogue::Catalogue;
+use sqlmcp_catalogue::Catalogue;
 
 pub const URL_VAR: &str = "SQLMCP_CODEGEN_DATABASE_URL";
 const REFRESH: &str = "scripts/codegen";

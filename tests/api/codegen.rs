@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use crate::helpers::{TestDb, admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
-const COPIED: [&str; 10] = [
+const COPIED: [&str; 11] = [
     "Cargo.toml",
     "Cargo.lock",
     "build.rs",
@@ -20,6 +20,7 @@ const COPIED: [&str; 10] = [
     "queries",
     "codegen/Cargo.toml",
     "codegen/build",
+    "codegen/catalogue",
     "codegen/src",
     "codegen/snapshot",
 ];

@@ -1,11 +1,7 @@
 //! The `.sql` reader of the build script, on its own.
 
-#[path = "../build/query_file.rs"]
-#[allow(dead_code)]
-mod query_file;
-
-use query_file::{number_params, parse};
 use serde_json::json;
+use sqlmcp_catalogue::query_file::{number_params, parse};
 
 #[test]
 fn reads_annotation_docs_directives_and_numbers_params_like_cornucopia() {

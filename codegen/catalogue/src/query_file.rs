@@ -16,6 +16,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use crate::Embed;
+
 #[derive(Debug)]
 pub struct QueryFile {
     pub name: String,
@@ -46,17 +48,19 @@ pub struct ParamDirective {
     pub allowed: Option<Value>,
 }
 
+/// A `--@ embed` line: what the catalogue keeps of it, and where it is.
 #[derive(Debug)]
 pub struct EmbedDirective {
     pub line: usize,
-    pub vector_param: String,
-    pub text_arg: String,
-    pub description: String,
-    pub model_param: Option<String>,
-    /// The vector length the query compares (its `::vector(n)` cast).
-    pub dimensions: Option<u32>,
-    /// `schema.table` holding the stored vectors, with a `model_id` column.
-    pub vectors: Option<String>,
+    pub embed: Embed,
+}
+
+impl std::ops::Deref for EmbedDirective {
+    type Target = Embed;
+
+    fn deref(&self) -> &Embed {
+        &self.embed
+    }
 }
 
 #[derive(Debug)]
@@ -359,12 +363,14 @@ fn parse_embed(args: &str, line: usize) -> Result<EmbedDirective, FileError> {
     }
     Ok(EmbedDirective {
         line,
-        vector_param: vector_param.to_owned(),
-        text_arg: text_arg.to_owned(),
-        description,
-        model_param,
-        dimensions,
-        vectors,
+        embed: Embed {
+            vector_param: vector_param.to_owned(),
+            text_arg: text_arg.to_owned(),
+            description,
+            model_param,
+            dimensions,
+            vectors,
+        },
     })
 }
 

@@ -1,9 +1,14 @@
 //! The query catalogue: what the tool generator needs to know about each
-//! query in `queries/`. The codegen build script writes it to
-//! `snapshot/catalogue.json`; the `sqlmcp` build script reads it to generate
-//! the typed MCP tools. Both include this file, so they cannot disagree.
+//! query in `queries/`. The build script of `sqlmcp-codegen` reads the
+//! `.sql` files ([`query_file`]), checks them against the schema and writes
+//! the catalogue to `snapshot/catalogue.json`; the build script of `sqlmcp`
+//! reads it to generate the typed MCP tools. Both use this crate, so they
+//! cannot disagree.
+
+pub mod query_file;
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +163,15 @@ pub fn type_mapping(pg_type: &str) -> Option<TypeMapping> {
     }
 }
 
+/// What a default, bound or allowed value of a parameter may be: arrays
+/// take none.
+pub fn value_kind(pg_type: &str) -> ValueKind {
+    match array_element(pg_type) {
+        Some(_) => ValueKind::Other,
+        None => type_mapping(pg_type).map_or(ValueKind::Other, |m| m.kind),
+    }
+}
+
 /// Arrays map to `Vec<T>` of a supported element type.
 pub fn array_element(pg_type: &str) -> Option<&str> {
     pg_type.strip_prefix('_')
@@ -226,14 +240,26 @@ pub fn struct_name(query: &str) -> String {
     query
         .split('_')
         .filter(|part| !part.is_empty())
-        .map(|part| {
-            let mut chars = part.chars();
-            chars
-                .next()
-                .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
-                .unwrap_or_default()
-        })
+        .map(capitalised)
         .collect()
+}
+
+/// `text` with its first letter in upper case.
+pub fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .map(|first| first.to_ascii_uppercase().to_string() + chars.as_str())
+        .unwrap_or_default()
+}
+
+/// Writes a generated file only when its content changed, so that cargo
+/// does not rebuild what depends on it for nothing.
+pub fn write_if_changed(path: &Path, content: &str) -> Result<(), String> {
+    if std::fs::read_to_string(path).is_ok_and(|old| old == content) {
+        return Ok(());
+    }
+    std::fs::write(path, content).map_err(|err| format!("cannot write {}: {err}", path.display()))
 }
 
 /// The statement an embedding tool runs when its query found nothing: are
