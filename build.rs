@@ -108,7 +108,7 @@ fn tool_module(query: &Query) -> String {
         header(query),
         args_struct(query),
         validate_fn(query),
-        prepare_fn(query),
+        admit_fn(query),
         run_fn(query),
     ]
     .concat()
@@ -333,9 +333,9 @@ fn ready_pattern(query: &Query) -> String {
     }
 }
 
-/// `Ready` and `prepare`: embedding happens before the call takes a
+/// `Ready` and `admit`: embedding happens before the call takes a
 /// database connection.
-fn prepare_fn(query: &Query) -> String {
+fn admit_fn(query: &Query) -> String {
     let mut out = String::new();
     writeln!(
         out,
@@ -356,7 +356,7 @@ fn prepare_fn(query: &Query) -> String {
     writeln!(
         out,
         "/// Embeds the text arguments (no database needed).\n\
-         pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {{"
+         pub async fn admit(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {{"
     )
     .unwrap();
     if query.embeds.is_empty() {
@@ -558,7 +558,7 @@ fn registry(queries: &[Query]) -> String {
         mut definitions,
         mut call_variants,
         mut parse_arms,
-        mut prepare_arms,
+        mut admit_arms,
         mut ready_variants,
         mut run_arms,
     ] = <[String; 6]>::default();
@@ -578,8 +578,8 @@ fn registry(queries: &[Query]) -> String {
         )
         .unwrap();
         writeln!(
-            prepare_arms,
-            "            CuratedCall::{variant}(args) => ReadyCall::{variant}(Box::new({module}::prepare(*args, context).await?)),"
+            admit_arms,
+            "            CuratedCall::{variant}(args) => ReadyCall::{variant}(Box::new({module}::admit(*args, context).await?)),"
         )
         .unwrap();
         writeln!(ready_variants, "    {variant}(Box<{module}::Ready>),").unwrap();
@@ -609,9 +609,9 @@ impl CuratedCall {{
     }}
 
     /// Embeds what the tool embeds; no database needed.
-    pub async fn prepare(self, context: &ToolContext<'_>) -> Result<ReadyCall, ToolError> {{
+    pub async fn admit(self, context: &ToolContext<'_>) -> Result<ReadyCall, ToolError> {{
         Ok(match self {{
-{prepare_arms}        }})
+{admit_arms}        }})
     }}
 }}
 

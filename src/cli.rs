@@ -20,7 +20,7 @@ enum Command {
     Migrate(MigrateArgs),
     /// Load deterministic Zava Retail sample data.
     Seed(SeedArgs),
-    /// Print the tool catalogue: name, description, input and output schema.
+    /// Print the tool list: name, description, input and output schema.
     Tools(ToolsArgs),
     /// Call one tool as a caller and print its result (for development).
     Call(CallArgs),
@@ -463,7 +463,7 @@ async fn run_embed(args: EmbedArgs) -> Result<()> {
     if !backfill::has_index_for(&client, embedder.dimensions()).await? {
         eprintln!(
             "note: no HNSW index serves {0}-dimensional vectors, so searches compare every \
-             stored vector; for a large catalogue add one in a migration, e.g. \
+             stored vector; for many products add one in a migration, e.g. \
              CREATE INDEX ON retail.product_description_embeddings USING hnsw \
              ((description_embedding::vector({0})) vector_cosine_ops) \
              WHERE vector_dims(description_embedding) = {0};",

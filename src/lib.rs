@@ -17,7 +17,7 @@
 //! - [`sql_policy`] — which raw SQL may run: the parse-tree walk, every node
 //!   type classified, and the reviewed allow-lists of functions and types.
 //! - [`tools`] — the MCP tools. One per `.sql` file in `queries/`, generated
-//!   at build time by `build.rs` from the catalogue of the `codegen/` crate
+//!   at build time by `build.rs` from the query catalogue of the `codegen/` crate
 //!   (whose cornucopia functions are type-checked against `migrations/`).
 //! - [`embeddings`] — embedding models for tools that search by meaning:
 //!   all-MiniLM-L6-v2 in-process (candle), or any OpenAI-shaped API.

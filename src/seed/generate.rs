@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use time::{Date, Duration, PrimitiveDateTime, Time, Weekday, macros::date};
 
-use super::catalogue::{Catalogue, Cents, Product};
+use super::assortment::{Assortment, Cents, Product};
 use super::names::{FIRST_NAMES, LAST_NAMES};
 
 /// How much sample data to generate.
@@ -200,7 +200,7 @@ pub struct Inventory {
 
 /// A complete, consistent data set, ready to load.
 pub struct Dataset {
-    pub catalogue: Catalogue,
+    pub assortment: Assortment,
     pub stores: Vec<Store>,
     pub customers: Vec<Customer>,
     pub orders: Vec<Order>,
@@ -211,9 +211,9 @@ pub struct Dataset {
 impl Dataset {
     pub fn row_count(&self) -> usize {
         self.stores.len()
-            + self.catalogue.categories.len()
-            + self.catalogue.product_types.len()
-            + self.catalogue.products.len()
+            + self.assortment.categories.len()
+            + self.assortment.product_types.len()
+            + self.assortment.products.len()
             + self.customers.len()
             + self.orders.len()
             + self.order_items.len()
@@ -257,7 +257,7 @@ fn running_sums(weights: impl IntoIterator<Item = f64>) -> Vec<f64> {
         .collect()
 }
 
-pub fn generate(catalogue: Catalogue, scale: Scale, seed: u64) -> Dataset {
+pub fn generate(assortment: Assortment, scale: Scale, seed: u64) -> Dataset {
     let stores: Vec<Store> = STORES
         .iter()
         .enumerate()
@@ -294,7 +294,7 @@ pub fn generate(catalogue: Catalogue, scale: Scale, seed: u64) -> Dataset {
     }
 
     let orders = generate_orders(scale, seed, &store_sums, &customers_by_store);
-    let order_items = generate_items(&catalogue, seed, &orders);
+    let order_items = generate_items(&assortment, seed, &orders);
 
     // A customer signs up some time before their first order.
     let mut first_order: Vec<Option<Date>> = vec![None; customers.len()];
@@ -319,9 +319,9 @@ pub fn generate(catalogue: Catalogue, scale: Scale, seed: u64) -> Dataset {
         customer.created_at = PrimitiveDateTime::new(day, time);
     }
 
-    let inventory = generate_inventory(&catalogue, seed);
+    let inventory = generate_inventory(&assortment, seed);
     Dataset {
-        catalogue,
+        assortment,
         stores,
         customers,
         orders,
@@ -385,10 +385,10 @@ fn generate_orders(
     orders
 }
 
-fn generate_items(catalogue: &Catalogue, seed: u64, orders: &[Order]) -> Vec<OrderItem> {
+fn generate_items(assortment: &Assortment, seed: u64, orders: &[Order]) -> Vec<OrderItem> {
     // Product popularity: a long tail, cheaper products sell more often.
     let mut rng_popularity = rng(seed, Stream::Popularity);
-    let popularity: Vec<f64> = catalogue
+    let popularity: Vec<f64> = assortment
         .products
         .iter()
         .map(|p| {
@@ -401,8 +401,8 @@ fn generate_items(catalogue: &Catalogue, seed: u64, orders: &[Order]) -> Vec<Ord
     let by_month: Vec<Vec<f64>> =
         (0..12)
             .map(|month| {
-                running_sums(catalogue.products.iter().zip(&popularity).map(|(p, w)| {
-                    w * category_season(catalogue.category_name(p.category_id))[month]
+                running_sums(assortment.products.iter().zip(&popularity).map(|(p, w)| {
+                    w * category_season(assortment.category_name(p.category_id))[month]
                 }))
             })
             .collect();
@@ -423,8 +423,8 @@ fn generate_items(catalogue: &Catalogue, seed: u64, orders: &[Order]) -> Vec<Ord
                 continue; // one line per product in an order
             }
             in_order.push(product_index);
-            let product = &catalogue.products[product_index];
-            let quantity = quantity_for(&mut rng, catalogue, product);
+            let product = &assortment.products[product_index];
+            let quantity = quantity_for(&mut rng, assortment, product);
             let discount_percent = if rng.random_bool(0.18) {
                 DISCOUNTS[rng.random_range(0..DISCOUNTS.len())]
             } else {
@@ -449,8 +449,8 @@ fn generate_items(catalogue: &Catalogue, seed: u64, orders: &[Order]) -> Vec<Ord
     items
 }
 
-fn quantity_for(rng: &mut ChaCha8Rng, catalogue: &Catalogue, product: &Product) -> i32 {
-    match catalogue.category_name(product.category_id) {
+fn quantity_for(rng: &mut ChaCha8Rng, assortment: &Assortment, product: &Product) -> i32 {
+    match assortment.category_name(product.category_id) {
         // studs, sheets and fastener packs go by the armful
         "Lumber & Building Materials" | "Fasteners & Hardware" => rng.random_range(1..=12),
         _ => match rng.random_range(0..100) {
@@ -461,13 +461,13 @@ fn quantity_for(rng: &mut ChaCha8Rng, catalogue: &Catalogue, product: &Product) 
     }
 }
 
-fn generate_inventory(catalogue: &Catalogue, seed: u64) -> Vec<Inventory> {
+fn generate_inventory(assortment: &Assortment, seed: u64) -> Vec<Inventory> {
     let mut rng = rng(seed, Stream::Inventory);
-    let mut inventory = Vec::with_capacity(STORES.len() * catalogue.products.len());
+    let mut inventory = Vec::with_capacity(STORES.len() * assortment.products.len());
     for (store_index, spec) in STORES.iter().enumerate() {
         // the online store ships from a warehouse
         let depth = if spec.is_online { 4 } else { 1 };
-        for product in &catalogue.products {
+        for product in &assortment.products {
             let stock_level = if rng.random_bool(0.07) {
                 rng.random_range(0..10) // running low
             } else {
@@ -488,7 +488,7 @@ mod tests {
     use super::*;
 
     fn tiny(seed: u64) -> Dataset {
-        generate(Catalogue::bundled().unwrap(), Scale::Tiny, seed)
+        generate(Assortment::bundled().unwrap(), Scale::Tiny, seed)
     }
 
     fn fingerprint(data: &Dataset) -> Vec<(i32, i32, i32, i64)> {
@@ -539,13 +539,13 @@ mod tests {
 
     #[test]
     fn garden_sells_more_in_spring_than_in_winter() {
-        let data = generate(Catalogue::bundled().unwrap(), Scale::Small, 42);
-        let catalogue = &data.catalogue;
-        let garden = catalogue
+        let data = generate(Assortment::bundled().unwrap(), Scale::Small, 42);
+        let assortment = &data.assortment;
+        let garden = assortment
             .categories
             .iter()
             .find(|c| c.name == "Garden & Outdoor")
-            .expect("the catalogue has a garden category")
+            .expect("the assortment has a garden category")
             .id;
         let mut by_month = [0usize; 12];
         let mut all_by_month = [0usize; 12];
@@ -553,7 +553,7 @@ mod tests {
             let order = &data.orders[(item.order_id - 1) as usize];
             let month = order.order_date.month() as usize - 1;
             all_by_month[month] += 1;
-            if catalogue.products[(item.product_id - 1) as usize].category_id == garden {
+            if assortment.products[(item.product_id - 1) as usize].category_id == garden {
                 by_month[month] += 1;
             }
         }

@@ -3,7 +3,7 @@
 //! The whole load is one transaction: it either fully replaces the data or
 //! leaves the database as it was.
 
-mod catalogue;
+mod assortment;
 mod generate;
 mod names;
 
@@ -16,7 +16,7 @@ use futures_util::SinkExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_postgres::{Client, GenericClient, Transaction};
 
-pub use catalogue::{Catalogue, Cents};
+pub use assortment::{Assortment, Cents};
 pub use generate::{Dataset, STORES, Scale, generate};
 
 use crate::migrate;
@@ -92,7 +92,7 @@ pub async fn seed(client: &mut Client, options: SeedOptions) -> Result<Option<Se
     ensure_migrated(client).await?;
 
     let started = Instant::now();
-    let data = generate(Catalogue::bundled()?, options.scale, options.seed);
+    let data = generate(Assortment::bundled()?, options.scale, options.seed);
     let generated_in = started.elapsed();
 
     let started = Instant::now();
@@ -188,7 +188,7 @@ fn progress_bar(visible: bool, rows: usize) -> ProgressBar {
 }
 
 async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> Result<()> {
-    let catalogue = &data.catalogue;
+    let assortment = &data.assortment;
     copy(
         tx,
         progress,
@@ -207,7 +207,7 @@ async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> R
         tx,
         progress,
         "retail.categories (category_id, category_name)",
-        &catalogue.categories,
+        &assortment.categories,
         |out, c| writeln!(out, "{}\t{}", c.id, escape(c.name)),
     )
     .await?;
@@ -215,7 +215,7 @@ async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> R
         tx,
         progress,
         "retail.product_types (type_id, category_id, type_name)",
-        &catalogue.product_types,
+        &assortment.product_types,
         |out, t| writeln!(out, "{}\t{}\t{}", t.id, t.category_id, escape(t.name)),
     )
     .await?;
@@ -223,7 +223,7 @@ async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> R
         tx,
         progress,
         "retail.products (product_id, sku, product_name, category_id, type_id, cost, base_price, gross_margin_percent, product_description)",
-        &catalogue.products,
+        &assortment.products,
         |out, p| {
             let margin = p.gross_margin_basis_points();
             writeln!(

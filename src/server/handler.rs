@@ -1,4 +1,4 @@
-//! The MCP side: `tools/list` and `tools/call` over the tool catalogue.
+//! The MCP side: `tools/list` and `tools/call` over the tool list.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,8 +98,8 @@ impl Handler {
         gone: &CancellationToken,
     ) -> Result<tools::ToolOutput, ToolError> {
         // Validation and embedding first: no connection is held meanwhile.
-        let prepared = tools::prepare(name, arguments, &context(&self.state)).await?;
-        if let tools::Prepared::Done(output) = prepared {
+        let admitted = tools::admit(name, arguments, &context(&self.state)).await?;
+        if let tools::Admitted::Done(output) = admitted {
             return Ok(output);
         }
         let connection = match self.state.pool.get().await {
@@ -127,7 +127,7 @@ impl Handler {
         let task = tokio::spawn(async move {
             let mut checkout = Checkout(Some(connection));
             let output =
-                tools::execute(checkout.client(), &caller, prepared, &context(&state)).await;
+                tools::execute(checkout.client(), &caller, admitted, &context(&state)).await;
             (output, checkout)
         });
         match crate::db::run_within(cancel, limit, gone, task).await {
@@ -184,8 +184,8 @@ impl Drop for Checkout {
     }
 }
 
-/// The tool catalogue as MCP lists it, in name order.
-pub fn catalogue() -> Vec<Tool> {
+/// The tool list as MCP lists it, in name order.
+pub fn tool_list() -> Vec<Tool> {
     tools::definitions()
         .into_iter()
         .map(|definition| {

@@ -79,7 +79,7 @@ pub struct State {
     pub pool_wait: Duration,
     pub limits: crate::tools::CallLimits,
     pub schemas: crate::tools::table_schemas::Cache,
-    /// The tool catalogue as MCP lists it, built once.
+    /// The tool list as MCP lists it, built once.
     pub tools: Arc<Vec<rmcp::model::Tool>>,
     pub sql_names: crate::tools::raw_sql::NamesCache,
     pub embedder: Option<Arc<dyn Embedder>>,
@@ -130,7 +130,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         pool_wait: settings.pool_wait,
         limits: settings.limits,
         schemas: Default::default(),
-        tools: Arc::new(handler::catalogue()),
+        tools: Arc::new(handler::tool_list()),
         sql_names: Default::default(),
         embedder: settings.embedder.clone(),
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),

@@ -8,13 +8,13 @@
 //!   overload** of it was listed with
 //!   `SELECT proname, pg_get_function_identity_arguments(oid), provolatile FROM pg_proc WHERE proname = ANY (…)`.
 //!   The check is by name, so a name is only here if *all* its overloads are
-//!   harmless; overloads that take a catalogue type (`xid`, `oid`, `name`,
+//!   harmless; overloads that take a system catalog type (`xid`, `oid`, `name`,
 //!   `regconfig`, …) are noted next to the name with why they cannot be abused.
 //! * A name is here because an analyst over the `retail` schema needs it, not
 //!   because it is immutable: volatile or stable overloads are noted and
 //!   justified (time, randomness, time zone, text-search configuration).
 //! * Nothing here runs SQL from a string, reads or writes files, the
-//!   catalogue, settings or statistics, takes a lock, sleeps, signals or
+//!   system catalog, settings or statistics, takes a lock, sleeps, signals or
 //!   observes another backend, or changes the session. In particular these
 //!   are deliberately absent: `ts_stat`, `ts_rewrite` (its `(tsquery, text)`
 //!   overload runs a query), every `*_to_xml*`/xml function, `current_setting`,
@@ -106,7 +106,7 @@ pub const FUNCTIONS: &[&str] = &[
     // `setseed`, which would make them predictable across calls, is not here
     "random",        // also random(min, max) for int, bigint, numeric
     "random_normal", // volatile, as random
-    // casts spelled as functions. Overloads on catalogue types: int8(oid)
+    // casts spelled as functions. Overloads on system catalog types: int8(oid)
     // needs an oid value, which cannot be named (type oid is refused);
     // text(name)/varchar(name)/bpchar(name) need a `name` value, and text(xml)
     // an xml value, neither of which a query can produce.
@@ -470,11 +470,11 @@ pub const VECTOR_FUNCTIONS: &[&str] = &[
 /// them: the pg_catalog `typname` (int4, int8, float8, bpchar, varchar, timestamptz, bool, …) plus `vector`.
 ///
 /// Left out on purpose: every reg* type but regconfig (their input functions
-/// look up catalogue objects by name: `'pg_authid'::regclass`, `1260::regrole`),
+/// look up system catalog objects by name: `'pg_authid'::regclass`, `1260::regrole`),
 /// oid, xid, xid8, cid, tid, pg_lsn, pg_snapshot, txid_snapshot, xml,
 /// pg_node_tree, aclitem, refcursor, every pg_* type, and every pseudo-type
 /// including record and unknown (nothing in a query needs to name them).
-/// Also left out, harmless but unneeded: `"char"` and `name` (catalogue
+/// Also left out, harmless but unneeded: `"char"` and `name` (system catalog
 /// column types), money (its output depends on the server's lc_monetary),
 /// inet/cidr/macaddr and the geometric types (no such columns). Array types
 /// are named as `int4[]`, which pg_query reports as int4 with array bounds;

@@ -619,7 +619,7 @@ fn suggestion(function: &str) -> Option<&'static str> {
         }
         "ts_stat" | "ts_rewrite" | "query_to_xml" => "it runs SQL from a string",
         "to_regclass" | "to_regtype" | "to_regproc" | "format_type" => {
-            "it looks names up in the system catalogue"
+            "it looks names up in the system catalog"
         }
         "txid_current" | "pg_current_xact_id" => "transaction ids are not part of the data",
         "nextval" | "currval" | "setval" | "lastval" => "sequences may not be used",
@@ -710,7 +710,7 @@ fn check_type(
         format!(
             "type {ty} not allowed{}",
             if ty.starts_with("reg") || ty == "oid" {
-                ": it looks names up in the system catalogue"
+                ": it looks names up in the system catalog"
             } else {
                 ": use an ordinary type (text, integer, numeric, date, timestamp, jsonb, …)"
             }

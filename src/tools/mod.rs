@@ -206,7 +206,7 @@ impl ToolContext<'_> {
 
 /// A call whose arguments are valid and whose texts are embedded: all that
 /// needs no database is done.
-pub enum Prepared {
+pub enum Admitted {
     /// Answered without the database.
     Done(ToolOutput),
     RawSql(raw_sql::Args),
@@ -214,24 +214,26 @@ pub enum Prepared {
     Schemas(table_schemas::Args),
 }
 
-/// Parses and validates the arguments of tool `name` and embeds its texts,
-/// before any database connection is taken.
-pub async fn prepare(
+/// Admits a call of tool `name`: parses and validates its arguments and
+/// embeds its texts, before any database connection is taken. (To
+/// "prepare" is left to its SQL meaning: a statement prepared on a
+/// connection.)
+pub async fn admit(
     name: &str,
     arguments: Value,
     context: &ToolContext<'_>,
-) -> Result<Prepared, ToolError> {
+) -> Result<Admitted, ToolError> {
     Ok(match name {
         current_date::NAME => {
             support::parse_arguments::<current_date::Args>(arguments)?;
-            Prepared::Done(current_date::call())
+            Admitted::Done(current_date::call())
         }
-        raw_sql::NAME => Prepared::RawSql(raw_sql::Args::parse(arguments)?),
-        table_schemas::NAME => Prepared::Schemas(table_schemas::Args::parse(arguments)?),
-        _ => Prepared::Curated(
+        raw_sql::NAME => Admitted::RawSql(raw_sql::Args::parse(arguments)?),
+        table_schemas::NAME => Admitted::Schemas(table_schemas::Args::parse(arguments)?),
+        _ => Admitted::Curated(
             CuratedCall::parse(name, arguments)
                 .ok_or_else(|| ToolError::UnknownTool(name.to_owned()))??
-                .prepare(context)
+                .admit(context)
                 .await?,
         ),
     })
@@ -243,7 +245,7 @@ enum InTransaction {
     Schemas(table_schemas::Args),
 }
 
-/// Runs a prepared call as `caller`, in one read-only transaction with the
+/// Runs an admitted call as `caller`, in one read-only transaction with the
 /// caller's identity set for that transaction only ([`db::Call::run`]):
 /// `BEGIN READ ONLY` with the settings, the identity, the query and COMMIT,
 /// written without waiting in between, so one round trip once the query is
@@ -257,13 +259,13 @@ enum InTransaction {
 pub async fn execute(
     client: &mut ClientWrapper,
     caller: &CallerId,
-    prepared: Prepared,
+    admitted: Admitted,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
-    let request = match prepared {
-        Prepared::Done(output) => return Ok(output),
+    let request = match admitted {
+        Admitted::Done(output) => return Ok(output),
         // raw SQL runs in a transaction of its own, always rolled back
-        Prepared::RawSql(args) => {
+        Admitted::RawSql(args) => {
             let fresh = raw_sql::NamesCache::default();
             let names = context.sql_names.unwrap_or(&fresh);
             return raw_sql::call(
@@ -276,8 +278,8 @@ pub async fn execute(
             )
             .await;
         }
-        Prepared::Curated(call) => InTransaction::Curated(call),
-        Prepared::Schemas(args) => InTransaction::Schemas(args),
+        Admitted::Curated(call) => InTransaction::Curated(call),
+        Admitted::Schemas(args) => InTransaction::Schemas(args),
     };
     let client: &ClientWrapper = client;
     let call = db::Call::new(client, context.limits.statement_cache, db::Settle::Commit);
@@ -306,7 +308,7 @@ fn outcome(
     Ok(output)
 }
 
-/// [`prepare`], then [`execute`].
+/// [`admit`], then [`execute`].
 pub async fn call(
     client: &mut ClientWrapper,
     caller: &CallerId,
@@ -314,8 +316,8 @@ pub async fn call(
     arguments: Value,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
-    let prepared = prepare(name, arguments, context).await?;
-    execute(client, caller, prepared, context).await
+    let admitted = admit(name, arguments, context).await?;
+    execute(client, caller, admitted, context).await
 }
 
 #[cfg(test)]
@@ -323,7 +325,7 @@ mod tests {
     use super::*;
 
     /// The generator refuses queries named like a built-in tool by a list of
-    /// its own (`codegen/build/catalogue.rs`): it must be this one.
+    /// its own (`codegen/catalogue/src/lib.rs`): it must be this one.
     #[test]
     fn the_generator_knows_every_built_in_tool() {
         let mut built_in: Vec<&str> = definitions()

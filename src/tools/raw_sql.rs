@@ -136,7 +136,7 @@ const NAMES_MIN_AGE: Duration = Duration::from_secs(1);
 impl NamesCache {
     async fn get(&self, client: &impl GenericClient, refresh: bool) -> Result<Names, ToolError> {
         let mut slot = self.names.lock().await;
-        // a refresh asked for by an unknown name reads the catalogue at most
+        // a refresh asked for by an unknown name reads the system catalog at most
         // once a second, however many such queries come
         let max_age = if refresh {
             NAMES_MIN_AGE

@@ -275,7 +275,7 @@ pub async fn embed(
 
 /// After an embedding query found nothing: refuses when no stored vector
 /// was made by the caller's model, since an empty answer would then say
-/// nothing about the catalogue. `sql` is `vectors_check_sql` of the table.
+/// nothing about the products. `sql` is `vectors_check_sql` of the table.
 pub async fn check_stored_vectors(
     client: &impl sqlmcp_codegen::client::GenericClient,
     sql: &str,

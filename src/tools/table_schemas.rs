@@ -1,7 +1,7 @@
 //! `get_multiple_table_schemas`: columns, types, keys and foreign keys of
 //! `retail` tables, and the values of the small reference tables, so a model
 //! can write correct SQL and pick valid filter values. Read once from the
-//! catalogue and cached for the life of the process.
+//! system catalog and cached for the life of the process.
 
 use std::sync::Arc;
 
@@ -83,11 +83,11 @@ pub fn output_schema() -> Value {
 }
 
 /// Every retail table's description, by bare table name.
-pub type Catalogue = Map<String, Value>;
+pub type TableSchemas = Map<String, Value>;
 
 /// The per-process cache.
 #[derive(Default)]
-pub struct Cache(OnceCell<Arc<Catalogue>>);
+pub struct Cache(OnceCell<Arc<TableSchemas>>);
 
 impl Args {
     /// Parses and checks the arguments (before any SQL runs).
@@ -108,7 +108,7 @@ pub async fn call(
     cache: Option<&Cache>,
     args: Args,
 ) -> Result<ToolOutput, ToolError> {
-    let catalogue = match cache {
+    let schemas = match cache {
         Some(cache) => cache
             .0
             .get_or_try_init(|| async { load(client).await.map(Arc::new) })
@@ -120,13 +120,13 @@ pub async fn call(
     for requested in &args.table_names {
         let bare = requested.trim().to_lowercase();
         let bare = bare.strip_prefix("retail.").unwrap_or(&bare);
-        let table = catalogue
+        let table = schemas
             .get(bare)
             .ok_or_else(|| ToolError::InvalidArgument {
                 argument: "table_names".to_owned(),
                 rule: format!(
                     "no table {requested:?} in the retail schema; valid: {}",
-                    catalogue
+                    schemas
                         .keys()
                         .map(|k| format!("retail.{k}"))
                         .collect::<Vec<_>>()
@@ -140,9 +140,9 @@ pub async fn call(
     })
 }
 
-async fn load(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
+async fn load(client: &impl GenericClient) -> Result<TableSchemas, ToolError> {
     let db = ToolError::from_database;
-    let mut catalogue = Catalogue::new();
+    let mut schemas = TableSchemas::new();
     let tables = client
         .query(
             "SELECT c.relname::text, c.relrowsecurity FROM pg_class c \
@@ -154,7 +154,7 @@ async fn load(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
         .map_err(db)?;
     for row in &tables {
         let name: String = row.get(0);
-        catalogue.insert(
+        schemas.insert(
             name.clone(),
             json!({ "table": format!("retail.{name}"), "row_level_security": row.get::<_, bool>(1),
                     "columns": [], "constraints": [] }),
@@ -172,7 +172,7 @@ async fn load(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
         .await
         .map_err(db)?;
     for row in &columns {
-        if let Some(table) = catalogue.get_mut(&row.get::<_, String>(0)) {
+        if let Some(table) = schemas.get_mut(&row.get::<_, String>(0)) {
             table["columns"]
                 .as_array_mut()
                 .expect("an array")
@@ -194,7 +194,7 @@ async fn load(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
         .await
         .map_err(db)?;
     for row in &constraints {
-        if let Some(table) = catalogue.get_mut(&row.get::<_, String>(0)) {
+        if let Some(table) = schemas.get_mut(&row.get::<_, String>(0)) {
             table["constraints"]
                 .as_array_mut()
                 .expect("an array")
@@ -210,9 +210,9 @@ async fn load(client: &impl GenericClient) -> Result<Catalogue, ToolError> {
             .await
             .map_err(db)?;
         let values: Value = rows[0].get(0);
-        if let Some(table) = catalogue.get_mut(name) {
+        if let Some(table) = schemas.get_mut(name) {
             table["rows"] = values;
         }
     }
-    Ok(catalogue)
+    Ok(schemas)
 }

@@ -77,7 +77,7 @@ fn template_name() -> String {
         migration.to_string().hash(&mut hasher);
         migration.checksum().hash(&mut hasher);
     }
-    include_str!("../../src/seed/catalogue.tsv").hash(&mut hasher);
+    include_str!("../../src/seed/assortment.tsv").hash(&mut hasher);
     include_str!("../../src/seed/generate.rs").hash(&mut hasher);
     include_str!("../../src/seed/mod.rs").hash(&mut hasher);
     include_str!("../../src/backfill.rs").hash(&mut hasher);

@@ -14,7 +14,7 @@ use sqlmcp::tools::{self, ToolContext};
 use crate::helpers::{SEATTLE, TestDb, local_embedder, sqlmcp, stderr, stdout};
 
 /// What a person would type, and the products (by SKU) they would expect
-/// near the top. Written against src/seed/catalogue.tsv; the queries avoid
+/// near the top. Written against src/seed/assortment.tsv; the queries avoid
 /// the products' own names, so matching words alone does not answer them.
 const JUDGEMENTS: &[(&str, &[&str])] = &[
     (

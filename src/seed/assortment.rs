@@ -1,4 +1,5 @@
-//! The hand-written DIY hardware catalogue (`catalogue.tsv`).
+//! The hand-written assortment of DIY products the sample chain sells
+//! (`assortment.tsv`): categories, product types and products.
 //!
 //! One product per line: category, product type, SKU, name, cost, base price
 //! and a description that says what the product is for. Semantic search is
@@ -8,7 +9,7 @@ use std::collections::HashSet;
 
 use anyhow::{Result, bail, ensure};
 
-const CATALOGUE_TSV: &str = include_str!("catalogue.tsv");
+const ASSORTMENT_TSV: &str = include_str!("assortment.tsv");
 const HEADER: &str = "category\ttype\tsku\tproduct_name\tcost\tbase_price\tdescription";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,26 +73,26 @@ impl std::fmt::Display for Cents {
 }
 
 #[derive(Debug)]
-pub struct Catalogue {
+pub struct Assortment {
     pub categories: Vec<Category>,
     pub product_types: Vec<ProductType>,
     pub products: Vec<Product>,
 }
 
-impl Catalogue {
-    /// The catalogue compiled into the binary.
-    pub fn bundled() -> Result<Catalogue> {
-        Catalogue::parse(CATALOGUE_TSV)
+impl Assortment {
+    /// The assortment compiled into the binary.
+    pub fn bundled() -> Result<Assortment> {
+        Assortment::parse(ASSORTMENT_TSV)
     }
 
     /// Parses the TSV; ids are assigned in order of first appearance.
-    fn parse(tsv: &'static str) -> Result<Catalogue> {
+    fn parse(tsv: &'static str) -> Result<Assortment> {
         let mut lines = tsv.lines().enumerate();
         match lines.next() {
             Some((_, header)) if header == HEADER => {}
-            _ => bail!("catalogue.tsv line 1: expected the header `{HEADER}`"),
+            _ => bail!("assortment.tsv line 1: expected the header `{HEADER}`"),
         }
-        let mut catalogue = Catalogue {
+        let mut assortment = Assortment {
             categories: Vec::new(),
             product_types: Vec::new(),
             products: Vec::new(),
@@ -105,34 +106,34 @@ impl Catalogue {
             let fields: Vec<&'static str> = line.split('\t').collect();
             let [category, type_name, sku, name, cost, price, description] = fields[..] else {
                 bail!(
-                    "catalogue.tsv line {line_no}: expected 7 tab-separated fields, found {}",
+                    "assortment.tsv line {line_no}: expected 7 tab-separated fields, found {}",
                     fields.len()
                 );
             };
             let cost = Cents::parse(cost).ok_or_else(|| {
-                anyhow::anyhow!("catalogue.tsv line {line_no}: cost `{cost}` is not like 12.34")
+                anyhow::anyhow!("assortment.tsv line {line_no}: cost `{cost}` is not like 12.34")
             })?;
             let base_price = Cents::parse(price).ok_or_else(|| {
                 anyhow::anyhow!(
-                    "catalogue.tsv line {line_no}: base_price `{price}` is not like 12.34"
+                    "assortment.tsv line {line_no}: base_price `{price}` is not like 12.34"
                 )
             })?;
             ensure!(
                 base_price > cost,
-                "catalogue.tsv line {line_no}: base_price {base_price} is not above cost {cost}"
+                "assortment.tsv line {line_no}: base_price {base_price} is not above cost {cost}"
             );
             ensure!(
                 skus.insert(sku),
-                "catalogue.tsv line {line_no}: duplicate SKU {sku}"
+                "assortment.tsv line {line_no}: duplicate SKU {sku}"
             );
             ensure!(
                 !description.trim().is_empty(),
-                "catalogue.tsv line {line_no}: empty description"
+                "assortment.tsv line {line_no}: empty description"
             );
-            let category_id = catalogue.category_id(category);
-            let type_id = catalogue.type_id(category_id, type_name);
-            catalogue.products.push(Product {
-                id: catalogue.products.len() as i32 + 1,
+            let category_id = assortment.category_id(category);
+            let type_id = assortment.type_id(category_id, type_name);
+            assortment.products.push(Product {
+                id: assortment.products.len() as i32 + 1,
                 sku,
                 name,
                 category_id,
@@ -142,7 +143,7 @@ impl Catalogue {
                 description,
             });
         }
-        Ok(catalogue)
+        Ok(assortment)
     }
 
     fn category_id(&mut self, name: &'static str) -> i32 {
@@ -181,20 +182,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bundled_catalogue_is_large_and_well_formed() {
-        let catalogue = Catalogue::bundled().expect("catalogue.tsv parses");
+    fn bundled_assortment_is_large_and_well_formed() {
+        let assortment = Assortment::bundled().expect("assortment.tsv parses");
         assert!(
-            catalogue.categories.len() >= 8,
+            assortment.categories.len() >= 8,
             "{} categories",
-            catalogue.categories.len()
+            assortment.categories.len()
         );
         assert!(
-            catalogue.products.len() >= 300,
+            assortment.products.len() >= 300,
             "{} products",
-            catalogue.products.len()
+            assortment.products.len()
         );
-        for category in &catalogue.categories {
-            let types = catalogue
+        for category in &assortment.categories {
+            let types = assortment
                 .product_types
                 .iter()
                 .filter(|t| t.category_id == category.id)
@@ -205,13 +206,13 @@ mod tests {
                 category.name
             );
         }
-        let names: HashSet<_> = catalogue.products.iter().map(|p| p.name).collect();
+        let names: HashSet<_> = assortment.products.iter().map(|p| p.name).collect();
         assert_eq!(
             names.len(),
-            catalogue.products.len(),
+            assortment.products.len(),
             "product names are unique"
         );
-        for product in &catalogue.products {
+        for product in &assortment.products {
             let words = product.description.split_whitespace().count();
             assert!((8..=60).contains(&words), "{}: {words} words", product.sku);
             let margin = product.gross_margin_basis_points();
@@ -255,11 +256,11 @@ mod tests {
 
     #[test]
     fn malformed_lines_name_the_line() {
-        let err = Catalogue::parse("nope").unwrap_err().to_string();
+        let err = Assortment::parse("nope").unwrap_err().to_string();
         assert!(err.contains("line 1"), "{err}");
         let bad = "category\ttype\tsku\tproduct_name\tcost\tbase_price\tdescription\n\
                    A\tB\tSKU-1\tName\t1.00\t0.50\tdesc";
-        let err = Catalogue::parse(bad).unwrap_err().to_string();
+        let err = Assortment::parse(bad).unwrap_err().to_string();
         assert!(
             err.contains("line 2") && err.contains("not above cost"),
             "{err}"
