@@ -143,6 +143,16 @@ fn header(query: &Query) -> String {
         "pub const OUTPUT_SCHEMA: &str = r{hashes}\"{schema}\"{hashes};\n"
     )
     .unwrap();
+    out.push_str(
+        "pub const TOOL: ToolDescriptor = ToolDescriptor {
+    name: NAME,
+    title: TITLE,
+    description: DESCRIPTION,
+    source: SOURCE,
+    input_schema: input_schema::<Args>,
+    output_schema: || serde_json::from_str(OUTPUT_SCHEMA).expect(\"generated output schemas are valid JSON\"),
+};\n\n",
+    );
     out
 }
 
@@ -565,12 +575,7 @@ fn registry(queries: &[Query]) -> String {
     for query in sorted {
         let module = &query.name;
         let variant = catalogue::struct_name(&query.name);
-        writeln!(
-            definitions,
-            "    CuratedTool {{ name: {module}::NAME, title: {module}::TITLE, description: {module}::DESCRIPTION, \
-             source: {module}::SOURCE, output_schema: {module}::OUTPUT_SCHEMA, input_schema: input_schema::<{module}::Args> }},"
-        )
-        .unwrap();
+        writeln!(definitions, "    &{module}::TOOL,").unwrap();
         writeln!(call_variants, "    {variant}(Box<{module}::Args>),").unwrap();
         writeln!(
             parse_arms,
@@ -592,7 +597,7 @@ fn registry(queries: &[Query]) -> String {
     format!(
         "
 /// Every generated tool, in name order.
-pub const DEFINITIONS: &[CuratedTool] = &[
+pub const DEFINITIONS: &[&ToolDescriptor] = &[
 {definitions}];
 
 /// A call whose arguments are parsed and validated, ready to run.

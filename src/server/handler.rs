@@ -5,8 +5,7 @@ use std::time::Instant;
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    JsonObject, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
-    ToolAnnotations,
+    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -17,15 +16,6 @@ use super::State;
 use super::result_cache::{Answer, Lookup};
 use crate::caller::CallerId;
 use crate::tools::{self, ToolContext, ToolError};
-
-const INSTRUCTIONS: &str = "Tools over the Zava Retail database (a DIY hardware chain with 8 \
-stores). Prefer the curated tools (top_products, revenue_by_month, sales_by_category, \
-store_performance, low_stock, product_details, semantic_search_products): they are fast, typed \
-and correct. Call get_current_utc_date to turn relative periods into dates, and \
-get_multiple_table_schemas before writing SQL of your own. Every result is limited to what the \
-caller may see: a store manager sees their own store's customers, orders and inventory; head \
-office sees all. Money amounts are exact decimal strings. When a result says truncated: true, \
-narrow the question (a date range, a store, a category) rather than asking for everything.";
 
 /// One per connection (stdio, session) or per request (stateless HTTP), so
 /// it only holds shared state: making one costs two reference counts.
@@ -187,27 +177,8 @@ impl Drop for Checkout {
 /// The tool list as MCP lists it, in name order.
 pub fn tool_list() -> Vec<Tool> {
     tools::definitions()
-        .into_iter()
-        .map(|definition| {
-            let object = |value: Value| match value {
-                Value::Object(map) => Arc::new(map),
-                _ => Arc::new(JsonObject::new()),
-            };
-            Tool::new(
-                definition.name,
-                definition.description,
-                object(definition.input_schema),
-            )
-            .with_title(definition.title)
-            .with_raw_output_schema(object(definition.output_schema))
-            .with_annotations(
-                ToolAnnotations::new()
-                    .read_only(true)
-                    .destructive(false)
-                    .idempotent(true)
-                    .open_world(false),
-            )
-        })
+        .iter()
+        .map(tools::ToolDefinition::to_mcp)
         .collect()
 }
 
@@ -218,7 +189,7 @@ impl ServerHandler for Handler {
                 Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
                     .with_title("sqlmcp: Zava Retail"),
             )
-            .with_instructions(INSTRUCTIONS)
+            .with_instructions(self.state.instructions.clone())
     }
 
     async fn list_tools(

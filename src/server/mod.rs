@@ -81,6 +81,8 @@ pub struct State {
     pub schemas: crate::tools::table_schemas::Cache,
     /// The tool list as MCP lists it, built once.
     pub tools: Arc<Vec<rmcp::model::Tool>>,
+    /// What `initialize` tells a client about the tools, made once.
+    pub instructions: String,
     pub sql_names: crate::tools::raw_sql::NamesCache,
     pub embedder: Option<Arc<dyn Embedder>>,
     pub result_cache: Option<result_cache::ResultCache>,
@@ -131,6 +133,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         limits: settings.limits,
         schemas: Default::default(),
         tools: Arc::new(handler::tool_list()),
+        instructions: crate::tools::instructions(),
         sql_names: Default::default(),
         embedder: settings.embedder.clone(),
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),

@@ -3,12 +3,19 @@
 
 use serde_json::{Value, json};
 
-use super::ToolOutput;
+use super::{ToolDescriptor, ToolOutput};
 
-pub const NAME: &str = "get_current_utc_date";
-pub const TITLE: &str = "Current UTC date";
-pub const DESCRIPTION: &str = "The current date and time in UTC. Use it to turn relative periods \
-     (\"last quarter\", \"this year\") into the start_date and end_date arguments of other tools.";
+pub const TOOL: ToolDescriptor = ToolDescriptor {
+    name: "get_current_utc_date",
+    title: "Current UTC date",
+    description: "The current date and time in UTC. Use it to turn relative periods \
+         (\"last quarter\", \"this year\") into the start_date and end_date arguments of other tools.",
+    source: "src/tools/current_date.rs",
+    input_schema,
+    output_schema,
+};
+
+pub const NAME: &str = TOOL.name;
 
 /// The tool takes no arguments.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]

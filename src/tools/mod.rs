@@ -11,7 +11,7 @@ pub mod table_schemas;
 use std::time::Duration;
 
 use deadpool_postgres::ClientWrapper;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::caller::CallerId;
 use crate::db;
@@ -19,7 +19,23 @@ use crate::embeddings::Embedder;
 
 pub use curated::CuratedCall;
 
-/// A tool as MCP lists it.
+/// What a tool states about itself. Every tool declares one, as a `TOOL`
+/// constant of its module: the generated ones (`build.rs` writes them from
+/// the query catalogue) and the three built in alike.
+pub struct ToolDescriptor {
+    pub name: &'static str,
+    pub title: &'static str,
+    pub description: &'static str,
+    /// The file it comes from: its `.sql`, or its module.
+    pub source: &'static str,
+    pub input_schema: fn() -> Value,
+    pub output_schema: fn() -> Value,
+}
+
+/// The tools written by hand.
+const BUILT_IN: [&ToolDescriptor; 3] = [&current_date::TOOL, &table_schemas::TOOL, &raw_sql::TOOL];
+
+/// A tool as MCP lists it, its schemas made.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolDefinition {
     pub name: &'static str,
@@ -27,27 +43,47 @@ pub struct ToolDefinition {
     pub description: &'static str,
     pub input_schema: Value,
     pub output_schema: Value,
-    /// The `.sql` file it comes from.
+    /// The file it comes from.
     pub source: &'static str,
 }
 
+impl From<&ToolDescriptor> for ToolDefinition {
+    fn from(tool: &ToolDescriptor) -> ToolDefinition {
+        ToolDefinition {
+            name: tool.name,
+            title: tool.title,
+            description: tool.description,
+            input_schema: (tool.input_schema)(),
+            output_schema: (tool.output_schema)(),
+            source: tool.source,
+        }
+    }
+}
+
 impl ToolDefinition {
-    /// The definition as `tools/list` returns it.
+    /// The tool as `tools/list` returns it. Every tool only reads the
+    /// database and answers alike when called alike: the annotations are
+    /// the same for all, and stated here only.
+    pub fn to_mcp(&self) -> rmcp::model::Tool {
+        let object = |value: &Value| match value {
+            Value::Object(map) => std::sync::Arc::new(map.clone()),
+            _ => std::sync::Arc::new(rmcp::model::JsonObject::new()),
+        };
+        rmcp::model::Tool::new(self.name, self.description, object(&self.input_schema))
+            .with_title(self.title)
+            .with_raw_output_schema(object(&self.output_schema))
+            .with_annotations(
+                rmcp::model::ToolAnnotations::with_title(self.title)
+                    .read_only(true)
+                    .destructive(false)
+                    .idempotent(true)
+                    .open_world(false),
+            )
+    }
+
+    /// [`Self::to_mcp`] as JSON.
     pub fn to_json(&self) -> Value {
-        json!({
-            "name": self.name,
-            "title": self.title,
-            "description": self.description,
-            "inputSchema": self.input_schema,
-            "outputSchema": self.output_schema,
-            "annotations": {
-                "title": self.title,
-                "readOnlyHint": true,
-                "destructiveHint": false,
-                "idempotentHint": true,
-                "openWorldHint": false,
-            },
-        })
+        serde_json::to_value(self.to_mcp()).expect("tools serialise")
     }
 }
 
@@ -55,42 +91,32 @@ impl ToolDefinition {
 pub fn definitions() -> Vec<ToolDefinition> {
     let mut all: Vec<ToolDefinition> = curated::DEFINITIONS
         .iter()
-        .map(|tool| ToolDefinition {
-            name: tool.name,
-            title: tool.title,
-            description: tool.description,
-            input_schema: (tool.input_schema)(),
-            output_schema: serde_json::from_str(tool.output_schema)
-                .expect("generated output schemas are valid JSON"),
-            source: tool.source,
-        })
+        .chain(&BUILT_IN)
+        .map(|tool| ToolDefinition::from(*tool))
         .collect();
-    all.push(ToolDefinition {
-        name: current_date::NAME,
-        title: current_date::TITLE,
-        description: current_date::DESCRIPTION,
-        input_schema: current_date::input_schema(),
-        output_schema: current_date::output_schema(),
-        source: "src/tools/current_date.rs",
-    });
-    all.push(ToolDefinition {
-        name: table_schemas::NAME,
-        title: table_schemas::TITLE,
-        description: table_schemas::DESCRIPTION,
-        input_schema: table_schemas::input_schema(),
-        output_schema: table_schemas::output_schema(),
-        source: "src/tools/table_schemas.rs",
-    });
-    all.push(ToolDefinition {
-        name: raw_sql::NAME,
-        title: raw_sql::TITLE,
-        description: raw_sql::DESCRIPTION,
-        input_schema: raw_sql::input_schema(),
-        output_schema: raw_sql::output_schema(),
-        source: "src/tools/raw_sql.rs",
-    });
     all.sort_by_key(|d| d.name);
     all
+}
+
+/// What the server tells a client about its tools when it connects: the
+/// generated tools are named from the catalogue, so a new `.sql` file
+/// appears here too.
+pub fn instructions() -> String {
+    let mut curated: Vec<&str> = curated::DEFINITIONS.iter().map(|tool| tool.name).collect();
+    curated.sort_unstable();
+    format!(
+        "Tools over the Zava Retail database (a DIY hardware chain with 8 stores). Prefer the \
+         curated tools ({}): they are fast, typed and correct. Call {} to turn relative periods \
+         into dates, and {} before writing SQL of your own with {}. Every result is limited to \
+         what the caller may see: a store manager sees their own store's customers, orders and \
+         inventory; head office sees all. Money amounts are exact decimal strings. When a result \
+         says truncated: true, narrow the question (a date range, a store, a category) rather \
+         than asking for everything.",
+        curated.join(", "),
+        current_date::TOOL.name,
+        table_schemas::TOOL.name,
+        raw_sql::TOOL.name,
+    )
 }
 
 /// Whether `name` is a tool generated from `queries/`.
@@ -335,6 +361,14 @@ mod tests {
             .collect();
         built_in.sort_unstable();
         assert_eq!(built_in, curated::BUILT_IN_NAMES);
+    }
+
+    #[test]
+    fn the_instructions_name_every_tool_from_the_catalogue() {
+        let instructions = instructions();
+        for tool in definitions() {
+            assert!(instructions.contains(tool.name), "{}", tool.name);
+        }
     }
 
     #[test]

@@ -25,22 +25,29 @@ use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
 use super::support::parse_arguments;
-use super::{ToolError, ToolOutput};
+use super::{ToolDescriptor, ToolError, ToolOutput};
 use crate::caller::CallerId;
 use crate::db;
 use crate::sql_policy::{self, DatabaseNames, ReadOnlySql};
 
-pub const NAME: &str = "execute_sales_query";
-pub const TITLE: &str = "Run a read-only SQL query";
-pub const DESCRIPTION: &str = "Run ONE read-only PostgreSQL SELECT against the Zava Retail \
-     database, for questions the other tools do not answer. First call get_multiple_table_schemas \
-     for the tables you need and use their exact column names; name tables with the retail schema \
-     (retail.orders). Only SELECT (with joins, CTEs, window functions, aggregates) or EXPLAIN of a \
-     SELECT is accepted: no writes, no SET, one statement, only built-in non-volatile functions, \
-     only the retail tables. Results are limited to what the caller may see, to 500 rows and about \
-     1 MB (truncated: true says more matched: aggregate or add LIMIT), and to a few seconds of \
-     execution. The result is {c: column names, r: rows as arrays, n: row count, truncated}; \
-     money is exact decimal strings.";
+pub const TOOL: ToolDescriptor = ToolDescriptor {
+    name: "execute_sales_query",
+    title: "Run a read-only SQL query",
+    description: "Run ONE read-only PostgreSQL SELECT against the Zava Retail \
+         database, for questions the other tools do not answer. First call get_multiple_table_schemas \
+         for the tables you need and use their exact column names; name tables with the retail schema \
+         (retail.orders). Only SELECT (with joins, CTEs, window functions, aggregates) or EXPLAIN of a \
+         SELECT is accepted: no writes, no SET, one statement, only built-in non-volatile functions, \
+         only the retail tables. Results are limited to what the caller may see, to 500 rows and about \
+         1 MB (truncated: true says more matched: aggregate or add LIMIT), and to a few seconds of \
+         execution. The result is {c: column names, r: rows as arrays, n: row count, truncated}; \
+         money is exact decimal strings.",
+    source: "src/tools/raw_sql.rs",
+    input_schema,
+    output_schema,
+};
+
+pub const NAME: &str = TOOL.name;
 
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -5,19 +5,9 @@ use futures_util::{Stream, TryStreamExt};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-pub use super::{ToolContext, ToolError, ToolOutput};
+pub use super::{ToolContext, ToolDescriptor, ToolError, ToolOutput};
 pub use crate::db::Call;
 use crate::embeddings::Embedder;
-
-/// A generated tool's static description.
-pub struct CuratedTool {
-    pub name: &'static str,
-    pub title: &'static str,
-    pub description: &'static str,
-    pub source: &'static str,
-    pub output_schema: &'static str,
-    pub input_schema: fn() -> Value,
-}
 
 /// The JSON Schema of an argument struct, as MCP's `inputSchema`.
 pub fn input_schema<T: schemars::JsonSchema>() -> Value {

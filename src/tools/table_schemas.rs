@@ -10,16 +10,23 @@ use tokio::sync::OnceCell;
 use tokio_postgres::GenericClient;
 
 use super::support::parse_arguments;
-use super::{ToolError, ToolOutput};
+use super::{ToolDescriptor, ToolError, ToolOutput};
 
-pub const NAME: &str = "get_multiple_table_schemas";
-pub const TITLE: &str = "Table schemas";
-pub const DESCRIPTION: &str = "Columns (with types and nullability), primary and foreign keys of \
-     tables in the retail schema, and for the small reference tables (stores, categories, \
-     product_types) their rows. Read these before writing SQL. Valid names: retail.stores, \
-     retail.customers, retail.categories, retail.product_types, retail.products, retail.inventory, \
-     retail.orders, retail.order_items, retail.product_description_embeddings (the schema prefix \
-     may be left out).";
+pub const TOOL: ToolDescriptor = ToolDescriptor {
+    name: "get_multiple_table_schemas",
+    title: "Table schemas",
+    description: "Columns (with types and nullability), primary and foreign keys of \
+         tables in the retail schema, and for the small reference tables (stores, categories, \
+         product_types) their rows. Read these before writing SQL. Valid names: retail.stores, \
+         retail.customers, retail.categories, retail.product_types, retail.products, retail.inventory, \
+         retail.orders, retail.order_items, retail.product_description_embeddings (the schema prefix \
+         may be left out).",
+    source: "src/tools/table_schemas.rs",
+    input_schema,
+    output_schema,
+};
+
+pub const NAME: &str = TOOL.name;
 
 /// Reference tables small enough to list, with the columns worth listing
 /// (never `stores.rls_user_id`: in header mode a manager's id is a credential).

@@ -71,6 +71,15 @@ pub const OUTPUT_SCHEMA: &str = r#"{
   "additionalProperties": false
 }"#;
 
+pub const TOOL: ToolDescriptor = ToolDescriptor {
+    name: NAME,
+    title: TITLE,
+    description: DESCRIPTION,
+    source: SOURCE,
+    input_schema: input_schema::<Args>,
+    output_schema: || serde_json::from_str(OUTPUT_SCHEMA).expect("generated output schemas are valid JSON"),
+};
+
 /// Arguments of the `top_products` tool.
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -127,7 +136,7 @@ pub struct Ready {
 }
 
 /// Embeds the text arguments (no database needed).
-pub async fn prepare(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {
+pub async fn admit(args: Args, context: &ToolContext<'_>) -> Result<Ready, ToolError> {
     let _ = context;
     Ok(Ready { args })
 }
