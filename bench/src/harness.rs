@@ -192,7 +192,7 @@ impl Server {
         let binary = std::env::current_exe()?.with_file_name("sqlmcp");
         if !binary.exists() {
             bail!(
-                "{} is missing: run `cargo build --release` first (or use `cargo run --release --bin bench`)",
+                "{} is missing: run `cargo build --release --workspace` first",
                 binary.display()
             );
         }
