@@ -16,7 +16,10 @@ pub const HEAD_OFFICE: CallerId = CallerId(uuid::Uuid::nil());
 pub struct InvalidCallerId(String);
 
 impl CallerId {
-    pub fn parse(text: &str) -> Result<CallerId, InvalidCallerId> {
+    /// Only the identity code makes a caller from text: [`crate::auth`] from
+    /// a request, and the operator's configuration (`--caller`,
+    /// `--default-caller`) through [`CallerId::configured`].
+    pub(crate) fn parse(text: &str) -> Result<CallerId, InvalidCallerId> {
         let trimmed = text.trim();
         // only the hyphenated form: it is the one RLS compares with
         if trimmed.len() != 36 {
@@ -25,6 +28,20 @@ impl CallerId {
         uuid::Uuid::try_parse(trimmed)
             .map(CallerId)
             .map_err(|_| InvalidCallerId(text.to_owned()))
+    }
+}
+
+impl CallerId {
+    /// The caller a command-line flag names.
+    pub(crate) fn configured(flag: &str, text: &str) -> anyhow::Result<CallerId> {
+        CallerId::parse(text).map_err(|err| anyhow::anyhow!("{flag}: {err}"))
+    }
+
+    /// Any caller, for tests that call tools without a server. Built only
+    /// with the `test-support` feature.
+    #[cfg(any(test, feature = "test-support"))]
+    pub fn for_tests(text: &str) -> CallerId {
+        CallerId::parse(text).expect("a caller id of the tests")
     }
 }
 

@@ -304,7 +304,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
     let parse_caller = |value: &Option<String>, flag: &str| -> Result<Option<CallerId>> {
         value
             .as_deref()
-            .map(|v| CallerId::parse(v).map_err(|err| anyhow::anyhow!("{flag}: {err}")))
+            .map(|v| CallerId::configured(flag, v))
             .transpose()
     };
     let caller = parse_caller(&args.caller, "--caller")?;
@@ -357,7 +357,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
 }
 
 async fn run_call(args: CallArgs) -> Result<()> {
-    let caller = CallerId::parse(&args.caller)?;
+    let caller = CallerId::configured("--caller", &args.caller)?;
     let arguments: serde_json::Value = serde_json::from_str(&args.arguments)
         .map_err(|err| anyhow::anyhow!("the arguments are not JSON: {err}"))?;
     // Only tools that embed need the model: a missing one is an error for them.

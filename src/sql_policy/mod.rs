@@ -63,8 +63,9 @@ impl ReadOnlySql {
 
     /// A statement that was NOT checked, for the tests that prove the
     /// database layers hold without the policy. Text that does not parse
-    /// as one statement is passed whole.
-    #[doc(hidden)]
+    /// as one statement is passed whole. Built only with the `test-support`
+    /// feature.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn unchecked_for_tests(sql: &str) -> ReadOnlySql {
         let parsed = pg_query::parse(sql, pg_query::ParserOptions::default()).ok();
         let (statement, explain) = match parsed.as_ref().map(|p| p.protobuf.stmts.as_slice()) {

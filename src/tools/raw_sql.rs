@@ -302,8 +302,8 @@ pub async fn call(
 /// database layers (identity, role, read-only transaction, rollback,
 /// timeouts, caps) hold on their own; the server reaches statements only
 /// through [`call`]. The text is still parsed, to find the statement in it,
-/// but nothing is refused.
-#[doc(hidden)]
+/// but nothing is refused. Built only with the `test-support` feature.
+#[cfg(any(test, feature = "test-support"))]
 pub async fn execute_unchecked_for_tests(
     client: &ClientWrapper,
     caller: &CallerId,

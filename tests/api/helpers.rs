@@ -312,7 +312,7 @@ pub async fn open_as<'a>(
         .start()
         .await
         .unwrap();
-    db::set_caller(&tx, &sqlmcp::caller::CallerId::parse(caller).unwrap())
+    db::set_caller(&tx, &sqlmcp::caller::CallerId::for_tests(caller))
         .await
         .unwrap();
     tx

@@ -170,7 +170,7 @@ async fn a_call_cannot_outlive_its_deadline_even_when_its_sql_lifts_the_timeout(
     let db = TestDb::seeded().await;
     let connection = db.app().await;
     let cancel = connection.cancel_token();
-    let caller = CallerId::parse(SEATTLE).unwrap();
+    let caller = CallerId::for_tests(SEATTLE);
     // the policy would refuse both; without it, only the deadline stops this
     let hostile = "SELECT set_config('statement_timeout', '0', false), pg_sleep(30)";
     let task = tokio::spawn(async move {

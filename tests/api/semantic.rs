@@ -122,7 +122,7 @@ async fn the_local_model_finds_what_people_ask_for() {
         embedder: Some(embedder.as_ref()),
         ..ToolContext::default()
     };
-    let caller = CallerId::parse(SEATTLE).unwrap();
+    let caller = CallerId::for_tests(SEATTLE);
     let mut client = db.app().await;
     let (mut recall_sum, mut reciprocal_sum) = (0.0, 0.0);
     let mut report = String::new();

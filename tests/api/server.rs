@@ -372,10 +372,8 @@ async fn a_call_without_identity_is_refused_unless_a_default_is_configured() {
     anonymous.cancel().await.unwrap();
     app.stop().await.unwrap();
 
-    let with_default = spawn_app_with(db, |s| {
-        s.default_caller = Some(CallerId::parse(ONLINE).unwrap())
-    })
-    .await;
+    let with_default =
+        spawn_app_with(db, |s| s.default_caller = Some(CallerId::for_tests(ONLINE))).await;
     let anonymous = client(&with_default.url, &[], ProtocolVersion::V_2025_11_25).await;
     let result = call(&anonymous, "store_performance", json!({})).await;
     assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 8);

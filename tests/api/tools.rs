@@ -20,7 +20,7 @@ async fn call_with(
     context: &ToolContext<'_>,
 ) -> Result<Value, ToolError> {
     let mut client = db.app().await;
-    let caller = CallerId::parse(caller).unwrap();
+    let caller = CallerId::for_tests(caller);
     let output = tools::call(&mut client, &caller, name, arguments, context).await?;
     assert_conforms(name, &output.structured);
     Ok(output.structured)
@@ -134,7 +134,7 @@ async fn prepared_queries(client: &tokio_postgres::Client) -> Vec<String> {
 #[tokio::test]
 async fn curated_queries_are_prepared_once_per_connection_unless_the_cache_is_off() {
     let db = TestDb::seeded().await;
-    let caller = CallerId::parse(SEATTLE).unwrap();
+    let caller = CallerId::for_tests(SEATTLE);
     for cache in [true, false] {
         let context = ToolContext {
             limits: CallLimits {
