@@ -19,6 +19,8 @@
 
 pub mod allowed;
 mod nodes;
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap};
