@@ -351,7 +351,7 @@ fn strict_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
 /// tool's output schema.
 async fn check_shapes(workspace: &Workspace, db: &TestDb) {
     let server = workspace.serve(db).await;
-    let client = crate::server::client(
+    let client = crate::helpers::server::client(
         &server.url,
         &[("x-rls-user-id", crate::helpers::HEAD_OFFICE)],
         rmcp::model::ProtocolVersion::V_2025_11_25,
@@ -390,9 +390,9 @@ async fn check_shapes(workspace: &Workspace, db: &TestDb) {
     .unwrap();
     let mut answers = Vec::new();
     for (tool, arguments) in calls {
-        let result = crate::server::call(&client, &tool, arguments.clone()).await;
+        let result = crate::helpers::server::call(&client, &tool, arguments.clone()).await;
         let answer = if result.is_error == Some(true) {
-            json!({ "error": crate::server::text(&result) })
+            json!({ "error": crate::helpers::server::text(&result) })
         } else {
             let content = result
                 .structured_content

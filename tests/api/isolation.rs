@@ -16,8 +16,8 @@ use sqlmcp::tools::raw_sql::{self, Limits};
 use sqlmcp::{db, migrate, sql_policy};
 use tokio_util::sync::CancellationToken;
 
+use crate::helpers::server::spawn_app_with;
 use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb, admin_config, connect, open_as};
-use crate::server::spawn_app_with;
 
 const MANAGED_OWNER: &str = "sqlmcp_managed_owner";
 const MANAGED_OWNER_PASSWORD: &str = "managed-owner-password";
@@ -579,7 +579,7 @@ async fn the_server_refuses_a_role_that_could_sign_identities() {
         ))
         .await
         .unwrap();
-    let mut signer = crate::server::settings(&db);
+    let mut signer = crate::helpers::server::settings(&db);
     signer.database.user(&role).password("signer");
     let refused = sqlmcp::server::Application::build(signer)
         .await

@@ -1,169 +1,19 @@
 //! The server end to end: a real MCP client over Streamable HTTP (and a
 //! spawned binary over stdio) against the real server on a free port.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, Implementation,
-    ProtocolVersion,
-};
-use rmcp::service::RunningService;
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{RoleClient, ServiceExt};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProtocolVersion};
 use serde_json::{Value, json};
-use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
 use sqlmcp::caller::CallerId;
 use sqlmcp::server::{Application, Settings};
-use tokio::sync::oneshot;
 
-use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb, local_embedder};
-
-pub(crate) const JWT_SECRET: &str = "a test secret that is long enough for HS256";
-
-pub(crate) struct TestApp {
-    pub(crate) url: String,
-    stop: Option<oneshot::Sender<()>>,
-    stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _db: Arc<TestDb>,
-}
-
-impl TestApp {
-    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
-        let _ = self.stop.take().expect("running").send(());
-        (&mut self.stopped).await.expect("the server task")
-    }
-}
-
-pub(crate) fn settings(db: &TestDb) -> Settings {
-    Settings {
-        database: db.app_config(),
-        bind: "127.0.0.1:0".parse().unwrap(),
-        sessions: false,
-        allowed_hosts: vec!["localhost".into(), "127.0.0.1".into()],
-        allowed_origins: vec![],
-        max_body_bytes: 1 << 20,
-        header_timeout: Duration::from_secs(10),
-        body_timeout: Duration::from_secs(10),
-        max_connections: 512,
-        authenticator: Arc::new(Authenticator::Header),
-        default_caller: None,
-        pool_size: 4,
-        pool_wait: Duration::from_secs(5),
-        limits: Default::default(),
-        shutdown_deadline: Duration::from_secs(5),
-        embedder: Some(local_embedder()),
-        result_cache: None,
-    }
-}
-
-pub(crate) async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    let mut settings = settings(&db);
-    tweak(&mut settings);
-    let application = Application::build(settings)
-        .await
-        .expect("the server starts");
-    let url = format!("http://{}/mcp", application.local_addr());
-    let (stop, stopped_signal) = oneshot::channel::<()>();
-    let stopped = tokio::spawn(application.run_until_stopped(async move {
-        let _ = stopped_signal.await;
-    }));
-    TestApp {
-        url,
-        stop: Some(stop),
-        stopped,
-        _db: db,
-    }
-}
-
-/// An exclusive lock on a table, held by the owner in an open transaction
-/// until released: calls that read the table wait meanwhile.
-struct TableLock(deadpool_postgres::ClientWrapper);
-
-impl TableLock {
-    async fn take(db: &TestDb, table: &str) -> TableLock {
-        let owner = db.owner().await;
-        owner
-            .batch_execute(&format!(
-                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
-            ))
-            .await
-            .unwrap();
-        TableLock(owner)
-    }
-
-    async fn release(self) {
-        self.0.batch_execute("ROLLBACK").await.unwrap();
-    }
-}
-
-async fn spawn_app() -> TestApp {
-    spawn_app_with(Arc::new(TestDb::seeded().await), |_| {}).await
-}
-
-pub(crate) async fn client(
-    url: &str,
-    headers: &[(&'static str, &str)],
-    version: ProtocolVersion,
-) -> RunningService<RoleClient, ClientConfig> {
-    let headers: HashMap<http::HeaderName, http::HeaderValue> = headers
-        .iter()
-        .map(|(name, value)| {
-            (
-                http::HeaderName::from_static(name),
-                http::HeaderValue::from_str(value).unwrap(),
-            )
-        })
-        .collect();
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(url).custom_headers(headers),
-    );
-    ClientConfig::new(
-        ClientCapabilities::default(),
-        Implementation::new("sqlmcp-tests", "0"),
-    )
-    .with_protocol_version(version)
-    .serve(transport)
-    .await
-    .expect("the client initialises")
-}
-
-pub(crate) async fn as_caller(
-    app: &TestApp,
-    caller: &str,
-) -> RunningService<RoleClient, ClientConfig> {
-    client(
-        &app.url,
-        &[("x-rls-user-id", caller)],
-        ProtocolVersion::V_2025_11_25,
-    )
-    .await
-}
-
-pub(crate) async fn call(
-    client: &RunningService<RoleClient, ClientConfig>,
-    tool: &str,
-    arguments: Value,
-) -> CallToolResult {
-    client
-        .call_tool(
-            CallToolRequestParams::new(tool.to_owned())
-                .with_arguments(arguments.as_object().unwrap().clone()),
-        )
-        .await
-        .unwrap_or_else(|err| panic!("{tool}: {err}"))
-}
-
-pub(crate) fn text(result: &CallToolResult) -> String {
-    result
-        .content
-        .first()
-        .and_then(|c| c.as_text())
-        .map(|t| t.text.clone())
-        .unwrap_or_default()
-}
+use crate::helpers::server::{
+    JWT_SECRET, as_caller, call, claims, client, settings, spawn_app, spawn_app_with,
+    spawn_jwt_app, text, token,
+};
+use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TableLock, TestDb};
 
 #[tokio::test]
 async fn lists_and_calls_every_tool_with_structured_results_under_each_protocol_version() {
@@ -517,34 +367,6 @@ async fn malformed_identities_and_foreign_hosts_are_refused_at_the_door() {
     );
     assert_eq!(post(None, SEATTLE).await.unwrap().status(), 200);
     app.stop().await.unwrap();
-}
-
-pub(crate) fn token(
-    claims: Value,
-    algorithm: jsonwebtoken::Algorithm,
-    key: &jsonwebtoken::EncodingKey,
-) -> String {
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
-}
-
-pub(crate) fn claims(subject: &str, audience: &str, issuer: &str, expires_in: i64) -> Value {
-    let now = chrono::Utc::now().timestamp();
-    json!({"sub": subject, "aud": audience, "iss": issuer, "exp": now + expires_in, "nbf": now - 10})
-}
-
-/// A server in JWT mode with HS256 tokens signed by [`JWT_SECRET`].
-pub(crate) async fn spawn_jwt_app() -> TestApp {
-    let verifier = JwtVerifier::new(JwtSettings {
-        key: JwtKey::Secret(JWT_SECRET),
-        issuer: "https://issuer.test",
-        audience: "sqlmcp",
-        claim: "sub",
-    })
-    .unwrap();
-    spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
-        s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier)))
-    })
-    .await
 }
 
 #[tokio::test]
@@ -930,7 +752,7 @@ async fn shutdown_lets_a_call_in_flight_finish() {
     });
     tokio::time::sleep(Duration::from_millis(500)).await; // the call is now waiting on the lock
     assert!(!in_flight.is_finished());
-    let _ = app.stop.take().unwrap().send(());
+    app.begin_stop();
     tokio::time::sleep(Duration::from_millis(300)).await;
     lock.release().await;
 
@@ -940,9 +762,8 @@ async fn shutdown_lets_a_call_in_flight_finish() {
         .unwrap();
     assert_eq!(result.is_error, Some(false), "{}", text(&result));
     assert_eq!(result.structured_content.unwrap()["row_count"], 3);
-    tokio::time::timeout(Duration::from_secs(10), &mut app.stopped)
+    tokio::time::timeout(Duration::from_secs(10), app.stopped())
         .await
-        .unwrap()
         .unwrap()
         .unwrap();
 }
