@@ -1,6 +1,7 @@
 //! Test databases: each test gets its own, cloned from a template that is
 //! migrated and seeded once, and dropped when the test ends. The server
-//! under test is in [`server`].
+//! under test runs in the test's process ([`server`]) or as the binary
+//! ([`process`]).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -14,6 +15,7 @@ use sqlmcp::embeddings::{Embedder, Settings};
 use sqlmcp::{backfill, db, migrate, seed};
 use tokio_postgres::Config;
 
+pub mod process;
 pub mod server;
 
 pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
