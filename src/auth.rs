@@ -244,3 +244,132 @@ impl JwtVerifier {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    const SECRET: &str = "a test secret that is long enough for HS256";
+    const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
+    const SEATTLE: &str = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
+    const ONLINE: &str = "2f4e6d8c-1a3b-5c7e-9f0a-b2d4f6e8c0a2";
+
+    fn fixtures() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt")
+    }
+
+    fn token(claims: Value, algorithm: Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
+    }
+
+    fn claims(subject: &str, audience: &str, issuer: &str, expires_in: i64) -> Value {
+        let now = chrono::Utc::now().timestamp();
+        json!({"sub": subject, "aud": audience, "iss": issuer, "exp": now + expires_in, "nbf": now - 10})
+    }
+
+    /// With an RS256 or ES256 public key, a token must use that algorithm: an
+    /// HS256 token "signed" with the public key as a secret is refused.
+    #[test]
+    fn public_key_verifiers_pin_the_algorithm() {
+        let fixtures = fixtures();
+        for (algorithm, public, private) in [
+            (Algorithm::RS256, "rsa-public.pem", "rsa-private.pem"),
+            (Algorithm::ES256, "ec-public.pem", "ec-private.pem"),
+        ] {
+            let verifier = JwtVerifier::new(JwtSettings {
+                key: JwtKey::PublicKey {
+                    pem_file: &fixtures.join(public),
+                    algorithm,
+                },
+                issuer: "iss",
+                audience: "aud",
+                claim: "sub",
+            })
+            .unwrap();
+            let pem = std::fs::read(fixtures.join(private)).unwrap();
+            let signing = match algorithm {
+                Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
+                _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
+            };
+            let good = token(claims(SEATTLE, "aud", "iss", 300), algorithm, &signing);
+            assert_eq!(verifier.verify(&good).unwrap().to_string(), SEATTLE);
+            let public_pem = std::fs::read(fixtures.join(public)).unwrap();
+            let confused = token(
+                claims(HEAD_OFFICE, "aud", "iss", 300),
+                Algorithm::HS256,
+                &jsonwebtoken::EncodingKey::from_secret(&public_pem),
+            );
+            let err = verifier.verify(&confused).unwrap_err().to_string();
+            assert!(err.contains("algorithm HS256 is not the expected"), "{err}");
+        }
+    }
+
+    #[test]
+    fn jwks_keys_are_chosen_by_kid() {
+        let fixtures = fixtures();
+        let verifier = JwtVerifier::new(JwtSettings {
+            key: JwtKey::JwksFile(&fixtures.join("jwks.json")),
+            issuer: "iss",
+            audience: "aud",
+            claim: "sub",
+        })
+        .unwrap();
+        let signing = jsonwebtoken::EncodingKey::from_rsa_pem(
+            &std::fs::read(fixtures.join("rsa-private.pem")).unwrap(),
+        )
+        .unwrap();
+        let with_kid = |kid: Option<&str>| {
+            let mut header = jsonwebtoken::Header::new(Algorithm::RS256);
+            header.kid = kid.map(str::to_owned);
+            jsonwebtoken::encode(&header, &claims(ONLINE, "aud", "iss", 300), &signing).unwrap()
+        };
+        assert_eq!(
+            verifier
+                .verify(&with_kid(Some("test-rsa")))
+                .unwrap()
+                .to_string(),
+            ONLINE
+        );
+        assert!(
+            verifier
+                .verify(&with_kid(Some("rotated-away")))
+                .unwrap_err()
+                .to_string()
+                .contains("unknown `kid`")
+        );
+        assert!(
+            verifier
+                .verify(&with_kid(None))
+                .unwrap_err()
+                .to_string()
+                .contains("no `kid`")
+        );
+    }
+
+    #[test]
+    fn tokens_not_valid_yet_are_refused() {
+        let verifier = JwtVerifier::new(JwtSettings {
+            key: JwtKey::Secret(SECRET),
+            issuer: "iss",
+            audience: "aud",
+            claim: "sub",
+        })
+        .unwrap();
+        let mut early = claims(SEATTLE, "aud", "iss", 7_200);
+        early["nbf"] = json!(chrono::Utc::now().timestamp() + 3_600);
+        let token = token(
+            early,
+            Algorithm::HS256,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        );
+        assert!(
+            verifier
+                .verify(&token)
+                .unwrap_err()
+                .to_string()
+                .contains("not valid yet")
+        );
+    }
+}

@@ -177,7 +177,7 @@ impl Ceiling {
         let client = self.pool.get().await?;
         let raw = matches!(workload, Workload::SalesQuery | Workload::LightSalesQuery);
         // the server's own settings, so both sides run under the same ones
-        let caller = sqlmcp::caller::CallerId::parse(caller)?;
+        let caller = sqlmcp::caller::CallerId::for_tests(caller);
         let limits = sqlmcp::tools::raw_sql::Limits::default();
         let (timeout, settings) = if raw {
             (

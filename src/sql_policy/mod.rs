@@ -19,6 +19,8 @@
 
 pub mod allowed;
 mod nodes;
+#[cfg(test)]
+mod tests;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap};
@@ -764,4 +766,6 @@ fn check_relation(
     })
 }
 
+/// For the test that checks every node type is attacked (`tests/api/raw_sql.rs`).
+#[cfg(any(test, feature = "test-support"))]
 pub use nodes::{ALL_NODE_NAMES, NodeClass, class_of};

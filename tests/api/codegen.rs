@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 
 use serde_json::{Value, json};
 
+use crate::helpers::process::ServeProcess;
 use crate::helpers::{TestDb, admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
@@ -108,40 +109,18 @@ impl Workspace {
     }
 
     /// The copy's binary serving MCP over HTTP on a free port.
-    async fn serve(&self, db: &TestDb) -> CopyServer {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(self.binary())
-            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
-            .args(["--model-dir", crate::helpers::model_dir().to_str().unwrap()])
-            .args(["--database-url", &crate::helpers::url_of(&db.app_config())])
-            .stderr(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the copy's server");
-        let mut logs = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
-        let address = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-            while let Some(line) = logs.next_line().await.unwrap() {
-                let line: Value = serde_json::from_str(&line).unwrap_or_default();
-                if let Some(address) = line["fields"]["address"].as_str() {
-                    return address.to_owned();
-                }
-            }
-            panic!("the copy's server exited before serving");
-        })
+    async fn serve(&self, db: &TestDb) -> ServeProcess {
+        ServeProcess::start(
+            &self.binary(),
+            &[
+                "--model-dir",
+                crate::helpers::model_dir().to_str().unwrap(),
+                "--database-url",
+                &crate::helpers::url_of(&db.app_config()),
+            ],
+        )
         .await
-        .expect("the copy's server starts within 30 s");
-        // keep reading the logs so that the server never blocks on them
-        tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
-        CopyServer {
-            _child: child,
-            url: format!("http://{address}/mcp"),
-        }
     }
-}
-
-struct CopyServer {
-    _child: tokio::process::Child,
-    url: String,
 }
 
 impl Drop for Workspace {
@@ -352,8 +331,8 @@ fn strict_validator(schema: &Value) -> Result<jsonschema::Validator, String> {
 /// tool's output schema.
 async fn check_shapes(workspace: &Workspace, db: &TestDb) {
     let server = workspace.serve(db).await;
-    let client = crate::server::client(
-        &server.url,
+    let client = crate::helpers::server::client(
+        &server.url(),
         &[("x-rls-user-id", crate::helpers::HEAD_OFFICE)],
         rmcp::model::ProtocolVersion::V_2025_11_25,
     )
@@ -391,9 +370,9 @@ async fn check_shapes(workspace: &Workspace, db: &TestDb) {
     .unwrap();
     let mut answers = Vec::new();
     for (tool, arguments) in calls {
-        let result = crate::server::call(&client, &tool, arguments.clone()).await;
+        let result = crate::helpers::server::call(&client, &tool, arguments.clone()).await;
         let answer = if result.is_error == Some(true) {
-            json!({ "error": crate::server::text(&result) })
+            json!({ "error": crate::helpers::server::text(&result) })
         } else {
             let content = result
                 .structured_content

@@ -2,7 +2,6 @@
 //! header, a JSON object with a repeated key) are refused before any tool
 //! runs, and slow or idle clients cannot hold the server.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,18 +9,10 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb};
-use crate::server::{
+use crate::helpers::server::{
     JWT_SECRET, TestApp, as_caller, call, claims, spawn_app_with, spawn_jwt_app, text, token,
 };
-
-fn address(app: &TestApp) -> SocketAddr {
-    app.url
-        .trim_start_matches("http://")
-        .trim_end_matches("/mcp")
-        .parse()
-        .unwrap()
-}
+use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb};
 
 /// Posts `body` to /mcp with `headers`, each as its own header line (a name
 /// may repeat); the status and the body of the answer.
@@ -233,7 +224,7 @@ async fn trickling_headers_neither_starve_callers_nor_stay_open() {
         s.header_timeout = header_timeout
     })
     .await;
-    let address = address(&app);
+    let address = app.address();
     let mut slow = Vec::new();
     for n in 0..TRICKLING + SILENT {
         let stream = TcpStream::connect(address).await.unwrap();
@@ -285,7 +276,7 @@ async fn a_trickling_body_is_cut_off_by_the_body_timeout() {
         s.body_timeout = Duration::from_secs(1)
     })
     .await;
-    let mut stream = TcpStream::connect(address(&app)).await.unwrap();
+    let mut stream = TcpStream::connect(app.address()).await.unwrap();
     let body = STORE_PERFORMANCE.as_bytes();
     stream
         .write_all(
@@ -337,7 +328,7 @@ async fn a_trickling_body_is_cut_off_by_the_body_timeout() {
 #[tokio::test]
 async fn connections_beyond_the_cap_wait_until_one_closes() {
     let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.max_connections = 4).await;
-    let address = address(&app);
+    let address = app.address();
     let mut idle = Vec::new();
     for _ in 0..4 {
         idle.push(TcpStream::connect(address).await.unwrap());

@@ -16,8 +16,9 @@ use sqlmcp::tools::raw_sql::{self, Limits};
 use sqlmcp::{db, migrate, sql_policy};
 use tokio_util::sync::CancellationToken;
 
+use crate::helpers::process::ServeProcess;
+use crate::helpers::server::spawn_app_with;
 use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb, admin_config, connect, open_as};
-use crate::server::spawn_app_with;
 
 const MANAGED_OWNER: &str = "sqlmcp_managed_owner";
 const MANAGED_OWNER_PASSWORD: &str = "managed-owner-password";
@@ -339,41 +340,22 @@ fn memory_kib(pid: u32) -> (u64, u64) {
 #[tokio::test]
 async fn memory_stays_bounded_while_sixteen_hostile_results_stream() {
     let db = TestDb::seeded().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let cap = 1 << 20;
-    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlmcp"))
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--embedding-provider", "none", "--pool-size", "16"])
-        .args([
-            "--sql-max-bytes",
-            &cap.to_string(),
-            "--sql-timeout-ms",
-            "20000",
-        ])
-        .env("DATABASE_URL", crate::helpers::url_of(&db.app_config()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = server.id().unwrap();
-    let url = format!("http://127.0.0.1:{port}/mcp");
-    let mut ready = false;
-    for _ in 0..100 {
-        if reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
-            .await
-            .is_ok()
-        {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "the server did not start");
+    let server = ServeProcess::sqlmcp(&[
+        "--embedding-provider",
+        "none",
+        "--pool-size",
+        "16",
+        "--sql-max-bytes",
+        &cap.to_string(),
+        "--sql-timeout-ms",
+        "20000",
+        "--database-url",
+        &crate::helpers::url_of(&db.app_config()),
+    ])
+    .await;
+    let pid = server.pid();
+    let url = server.url();
     // warm up: every pooled connection and the code paths once
     let warm: Vec<_> = (0..16)
         .map(|_| post_call(&url, HEAD_OFFICE, "execute_sales_query", json!({"postgresql_query": "SELECT repeat('x', 1000) FROM generate_series(1, 900)"})))
@@ -426,7 +408,7 @@ async fn memory_stays_bounded_while_sixteen_hostile_results_stream() {
     );
     // each call holds at most its capped rows, as JSON and as text
     assert!(grew_mib < 16.0 * 6.0, "{grew_mib:.1} MiB");
-    server.kill().await.unwrap();
+    server.kill().await;
 }
 
 /// Functions allowed and refused, and every syntax that calls one.
@@ -579,7 +561,7 @@ async fn the_server_refuses_a_role_that_could_sign_identities() {
         ))
         .await
         .unwrap();
-    let mut signer = crate::server::settings(&db);
+    let mut signer = crate::helpers::server::settings(&db);
     signer.database.user(&role).password("signer");
     let refused = sqlmcp::server::Application::build(signer)
         .await

@@ -1,5 +1,6 @@
 //! Integration tests against a real PostgreSQL with pgvector; all in one
-//! binary so that they share one build. See `helpers` for the databases.
+//! binary so that they share one build. See `helpers` for the databases
+//! and the server under test.
 
 mod codegen;
 mod edge;
@@ -7,12 +8,16 @@ mod embeddings;
 mod golden;
 mod helpers;
 mod hostile_corpus;
+mod http;
+mod identity;
 mod isolation;
+mod lifecycle;
 mod migrations;
 mod raw_sql;
+mod result_cache;
 mod rls;
 mod round_trips;
 mod seed;
 mod semantic;
-mod server;
+mod stdio;
 mod tools;

@@ -12,8 +12,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::helpers::server::{as_caller, call, spawn_app_with, text};
 use crate::helpers::{SEATTLE, TestDb};
-use crate::server::{as_caller, call, spawn_app_with, text};
 
 /// How long the proxy holds PostgreSQL's answers back.
 const HOLD: Duration = Duration::from_millis(150);

@@ -1,5 +1,7 @@
 //! Test databases: each test gets its own, cloned from a template that is
-//! migrated and seeded once, and dropped when the test ends.
+//! migrated and seeded once, and dropped when the test ends. The server
+//! under test runs in the test's process ([`server`]) or as the binary
+//! ([`process`]).
 
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -12,6 +14,9 @@ use sqlmcp::embeddings::local::LocalEmbedder;
 use sqlmcp::embeddings::{Embedder, Settings};
 use sqlmcp::{backfill, db, migrate, seed};
 use tokio_postgres::Config;
+
+pub mod process;
+pub mod server;
 
 pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
 pub const SEATTLE: &str = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
@@ -77,11 +82,12 @@ fn template_name() -> String {
         migration.to_string().hash(&mut hasher);
         migration.checksum().hash(&mut hasher);
     }
-    include_str!("../../src/seed/assortment.tsv").hash(&mut hasher);
-    include_str!("../../src/seed/generate.rs").hash(&mut hasher);
-    include_str!("../../src/seed/mod.rs").hash(&mut hasher);
-    include_str!("../../src/backfill.rs").hash(&mut hasher);
-    include_str!("../../src/embeddings/local.rs").hash(&mut hasher);
+    include_str!("../../../src/seed/assortment.tsv").hash(&mut hasher);
+    include_str!("../../../src/seed/assortment.rs").hash(&mut hasher);
+    include_str!("../../../src/seed/generate.rs").hash(&mut hasher);
+    include_str!("../../../src/seed/mod.rs").hash(&mut hasher);
+    include_str!("../../../src/backfill.rs").hash(&mut hasher);
+    include_str!("../../../src/embeddings/local.rs").hash(&mut hasher);
     format!("sqlmcp_tpl_{:016x}", hasher.finish())
 }
 
@@ -189,6 +195,27 @@ impl Drop for TestDb {
         if let Ok(Err(err)) = dropped {
             eprintln!("warning: cannot drop test database {}: {err:#}", self.name);
         }
+    }
+}
+
+/// An exclusive lock on a table, held by the owner in an open transaction
+/// until released: calls that read the table wait meanwhile.
+pub struct TableLock(Client);
+
+impl TableLock {
+    pub async fn take(db: &TestDb, table: &str) -> TableLock {
+        let owner = db.owner().await;
+        owner
+            .batch_execute(&format!(
+                "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+            ))
+            .await
+            .unwrap();
+        TableLock(owner)
+    }
+
+    pub async fn release(self) {
+        self.0.batch_execute("ROLLBACK").await.unwrap();
     }
 }
 

@@ -1,0 +1,68 @@
+//! A `sqlmcp serve` binary run as its own process, serving MCP over HTTP.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// A `serve` process on a free port of 127.0.0.1, killed when dropped.
+pub struct ServeProcess {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub address: SocketAddr,
+}
+
+impl ServeProcess {
+    /// Runs `binary serve --bind 127.0.0.1:0 --log-format json` with `args`
+    /// (these name the database: `DATABASE_URL` is not passed on), and waits
+    /// up to 30 s until it logs the address it serves at. Its logs are read
+    /// on, so that it never blocks writing them.
+    pub async fn start(binary: &Path, args: &[&str]) -> ServeProcess {
+        let mut child = tokio::process::Command::new(binary)
+            .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
+        let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = logs.next_line().await.unwrap() {
+                let line: Value = serde_json::from_str(&line).unwrap_or_default();
+                if let Some(address) = line["fields"]["address"].as_str() {
+                    return address.parse().expect("the logged address");
+                }
+            }
+            panic!("the server exited before serving");
+        })
+        .await
+        .expect("the server starts within 30 s");
+        // keep reading the logs so that the server never blocks on them
+        tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
+        ServeProcess { child, address }
+    }
+
+    /// The `sqlmcp` binary of this build.
+    pub async fn sqlmcp(args: &[&str]) -> ServeProcess {
+        ServeProcess::start(Path::new(env!("CARGO_BIN_EXE_sqlmcp")), args).await
+    }
+
+    /// Where it serves MCP.
+    pub fn url(&self) -> String {
+        format!("http://{}/mcp", self.address)
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("the server is running")
+    }
+
+    /// Kills the server and waits until it has gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
