@@ -22,10 +22,12 @@ pub enum NodeClass {
 
 macro_rules! classified {
     ($($class:ident: [$($name:ident),* $(,)?])*) => {
-        /// The name of every node type, as the serialised parse tree spells it.
+        /// The name of every node type, as `NodeEnum` spells it.
+        #[cfg(any(test, feature = "test-support"))]
         pub const ALL_NODE_NAMES: &[&str] = &[$($(stringify!($name),)*)*];
 
         /// The class of a node type; a name that is not a node type is refused.
+        #[cfg(any(test, feature = "test-support"))]
         pub fn class_of(name: &str) -> NodeClass {
             match name {
                 $($(stringify!($name))|* => NodeClass::$class,)*

@@ -12,11 +12,12 @@ use crate::helpers::process::ServeProcess;
 use crate::helpers::{TestDb, admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
-const COPIED: [&str; 11] = [
+const COPIED: [&str; 12] = [
     "Cargo.toml",
     "Cargo.lock",
     "build.rs",
     "src",
+    "bench",
     "migrations",
     "queries",
     "codegen/Cargo.toml",
