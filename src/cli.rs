@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_postgres::Config;
 
 use crate::caller::CallerId;
+use crate::secret::Secret;
 use crate::{auth, backfill, db, embeddings, migrate, seed, server, tools};
 
 #[derive(Debug, Parser)]
@@ -97,7 +98,7 @@ struct ServeArgs {
     auth: AuthMode,
     /// jwt: HS256 shared secret (at least 32 bytes).
     #[arg(long, env = "SQLMCP_JWT_SECRET", hide_env_values = true)]
-    jwt_secret: Option<String>,
+    jwt_secret: Option<Secret>,
     /// jwt: PEM public key file, for --jwt-algorithm RS256 or ES256.
     #[arg(long, env = "SQLMCP_JWT_PUBLIC_KEY")]
     jwt_public_key: Option<std::path::PathBuf>,
@@ -216,7 +217,7 @@ struct MigrateArgs {
     /// Also set the password of the application role `store_manager`, which
     /// the migrations create without one.
     #[arg(long, env = "SQLMCP_APP_PASSWORD", hide_env_values = true)]
-    app_password: Option<String>,
+    app_password: Option<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -272,7 +273,7 @@ fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
         return Ok(auth::Authenticator::Header);
     }
     let key = match (&args.jwt_secret, &args.jwt_public_key, &args.jwks_file) {
-        (Some(secret), None, None) => auth::JwtKey::Secret(secret),
+        (Some(secret), None, None) => auth::JwtKey::Secret(secret.expose()),
         (None, Some(pem_file), None) => auth::JwtKey::PublicKey {
             pem_file,
             algorithm: match args.jwt_algorithm {
@@ -488,7 +489,7 @@ async fn run_migrate(args: MigrateArgs) -> Result<()> {
         println!("applied {name}");
     }
     if let Some(password) = &args.app_password {
-        migrate::set_app_password(&client, password).await?;
+        migrate::set_app_password(&client, password.expose()).await?;
         println!("set the password of role {}", migrate::APP_ROLE);
     }
     Ok(())
@@ -531,4 +532,45 @@ async fn run_seed(args: SeedArgs) -> Result<()> {
         println!("{:<40} {:>9}  {}", sum.table, sum.rows, sum.md5);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_secret_of_the_command_line_shows_in_its_debug_output() {
+        let secrets = [
+            "jwt-secret-of-at-least-thirty-two-bytes",
+            "database-password",
+            "sk-embedding-key",
+            "app-role-password",
+        ];
+        let serve = Cli::try_parse_from([
+            "sqlmcp",
+            "serve",
+            "--database-url",
+            "postgres://store_manager:database-password@127.0.0.1/sqlmcp",
+            "--auth",
+            "jwt",
+            "--jwt-secret",
+            secrets[0],
+            "--embedding-api-key",
+            secrets[2],
+        ])
+        .unwrap();
+        let migrate = Cli::try_parse_from([
+            "sqlmcp",
+            "migrate",
+            "--database-url",
+            "postgres://sqlmcp:database-password@127.0.0.1/sqlmcp",
+            "--app-password",
+            secrets[3],
+        ])
+        .unwrap();
+        let shown = format!("{serve:?}\n{migrate:?}");
+        for secret in secrets {
+            assert!(!shown.contains(secret), "{secret} shows in {shown}");
+        }
+    }
 }

@@ -34,6 +34,7 @@ pub mod cli;
 pub mod db;
 pub mod embeddings;
 pub mod migrate;
+pub mod secret;
 pub mod seed;
 pub mod server;
 pub mod sql_policy;

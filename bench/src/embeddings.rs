@@ -1,5 +1,6 @@
 //! The local embedding model on its own, and semantic search end to end.
 
+use sqlmcp::secret::Secret;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ pub struct Args {
     /// The application role's URL of a seeded, embedded database; without
     /// it, the end-to-end part is skipped.
     #[arg(long, env = "SQLMCP_APP_DATABASE_URL", hide_env_values = true)]
-    app_database_url: Option<String>,
+    app_database_url: Option<Secret>,
     /// Concurrent clients of the end-to-end part.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     clients: Vec<usize>,
@@ -90,7 +91,7 @@ pub async fn run(args: Args) -> Result<()> {
         "batch32_texts_per_s": round(batch_rate, 1),
     });
 
-    if let Some(url) = &args.app_database_url {
+    if let Some(url) = args.app_database_url.as_ref().map(Secret::expose) {
         let model_dir = dir.to_string_lossy().into_owned();
         let server = Server::start(url, &["--model-dir", &model_dir]).await?;
         let client = McpClient::new(&server.url, 64)?;

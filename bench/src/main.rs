@@ -18,6 +18,7 @@ mod harness;
 mod server;
 
 use clap::{Parser, Subcommand};
+use sqlmcp::secret::Secret;
 
 #[derive(Debug, Parser)]
 #[command(name = "bench", about = "sqlmcp benchmarks")]
@@ -36,7 +37,7 @@ enum What {
     Validator {
         /// The application role's connection (any migrated database).
         #[arg(long, env = "SQLMCP_APP_DATABASE_URL", hide_env_values = true)]
-        app_database_url: String,
+        app_database_url: Secret,
     },
 }
 
@@ -74,7 +75,7 @@ async fn main() -> anyhow::Result<()> {
         What::Server(args) => server::run(args).await,
         What::Embeddings(args) => embeddings::run(args).await,
         What::Validator { app_database_url } => {
-            let (p50, p99) = server::time_validator(&app_database_url).await?;
+            let (p50, p99) = server::time_validator(app_database_url.expose()).await?;
             println!("execute_sales_query validator alone: p50 {p50:.1} µs, p99 {p99:.1} µs");
             Ok(())
         }

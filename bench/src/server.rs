@@ -13,6 +13,7 @@
 //! The ratio server/ceiling of calls per second says what MCP, HTTP,
 //! validation and JSON cost on top of the SQL.
 
+use sqlmcp::secret::Secret;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use crate::{CALLERS, QUERIES};
 pub struct Args {
     /// The application role's URL of the full-scale seeded, embedded database.
     #[arg(long, env = "SQLMCP_APP_DATABASE_URL", hide_env_values = true)]
-    app_database_url: String,
+    app_database_url: Secret,
     /// The local model's folder [default: as the server's].
     #[arg(long, env = "SQLMCP_MODEL_DIR")]
     model_dir: Option<PathBuf>,
@@ -282,7 +283,7 @@ pub async fn run(args: Args) -> Result<()> {
     for _ in 0..5 {
         let mut bare = serve_args.clone();
         bare.extend(["--embedding-provider", "none"]);
-        let server = Server::start(&args.app_database_url, &bare).await?;
+        let server = Server::start(args.app_database_url.expose(), &bare).await?;
         starts.push(server.ready_after.as_secs_f64() * 1e3);
         tokio::time::sleep(Duration::from_millis(300)).await;
         idle_rss.push(server.rss_mb());
@@ -299,7 +300,8 @@ pub async fn run(args: Args) -> Result<()> {
     report["idle_rss_mb_without_model"] = json!(round(idle_rss[2], 1));
 
     // the validator of execute_sales_query on its own
-    let (validator_p50_us, validator_p99_us) = time_validator(&args.app_database_url).await?;
+    let (validator_p50_us, validator_p99_us) =
+        time_validator(args.app_database_url.expose()).await?;
     println!(
         "execute_sales_query validator alone: p50 {validator_p50_us:.1} µs, p99 {validator_p99_us:.1} µs"
     );
@@ -308,7 +310,7 @@ pub async fn run(args: Args) -> Result<()> {
 
     let mut with_model = serve_args.clone();
     with_model.extend(["--model-dir", &model_dir_arg]);
-    let server = Server::start(&args.app_database_url, &with_model).await?;
+    let server = Server::start(args.app_database_url.expose(), &with_model).await?;
     let client = McpClient::new(&server.url, 128)?;
     // the model loads in the background; wait for it with one search
     client
@@ -322,8 +324,8 @@ pub async fn run(args: Args) -> Result<()> {
     println!("idle RSS with the embedding model loaded: {idle_with_model:.1} MB");
     report["idle_rss_mb_with_model"] = json!(round(idle_with_model, 1));
 
-    let config =
-        sqlmcp::db::parse_database_url(&args.app_database_url).map_err(anyhow::Error::msg)?;
+    let config = sqlmcp::db::parse_database_url(args.app_database_url.expose())
+        .map_err(anyhow::Error::msg)?;
     let ceiling = Arc::new(Ceiling {
         pool: sqlmcp::db::pool(&config, args.pool_size, Duration::from_secs(30))?,
         model: Arc::new(LocalEmbedder::open(&model_dir)?),
@@ -431,7 +433,7 @@ pub async fn run(args: Args) -> Result<()> {
         // the first server idles meanwhile; the soak below uses it
         let mut cached_args = with_model.clone();
         cached_args.extend(["--result-cache-ttl-ms", "60000"]);
-        let cached = Server::start(&args.app_database_url, &cached_args).await?;
+        let cached = Server::start(args.app_database_url.expose(), &cached_args).await?;
         let cached_client = McpClient::new(&cached.url, 128)?;
         report["result_cache_rows"] =
             result_cache_rows(&cached_client, &ceilings, duration).await?;

@@ -100,7 +100,7 @@ pub struct Settings {
     /// openai: the API key; sent as `Authorization: Bearer`, or as `api-key`
     /// with --embedding-api-version (Azure). Never logged.
     #[arg(long, env = "SQLMCP_EMBEDDING_API_KEY", hide_env_values = true)]
-    pub embedding_api_key: Option<String>,
+    pub embedding_api_key: Option<crate::secret::Secret>,
     /// openai: Azure OpenAI's `api-version` query parameter, e.g. 2024-10-21.
     #[arg(long, env = "SQLMCP_EMBEDDING_API_VERSION")]
     pub embedding_api_version: Option<String>,
@@ -153,7 +153,7 @@ impl Settings {
                     model: need(&self.embedding_model, "--embedding-model")?,
                     dimensions,
                     request_dimensions: self.embedding_request_dimensions,
-                    api_key: self.embedding_api_key.clone().map(openai::ApiKey::new),
+                    api_key: self.embedding_api_key.clone(),
                     api_version: self.embedding_api_version.clone(),
                     timeout: Duration::from_millis(self.embedding_timeout_ms),
                     retries: self.embedding_retries,

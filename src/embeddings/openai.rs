@@ -30,22 +30,7 @@ use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
 use super::breaker::Breaker;
-
-/// An API key; its `Debug` shows no part of it.
-#[derive(Clone)]
-pub struct ApiKey(String);
-
-impl ApiKey {
-    pub fn new(key: String) -> ApiKey {
-        ApiKey(key)
-    }
-}
-
-impl std::fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ApiKey(***)")
-    }
-}
+use crate::secret::Secret;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -56,7 +41,7 @@ pub struct Config {
     pub dimensions: usize,
     /// Send `dimensions` with each request (text-embedding-3 models).
     pub request_dimensions: bool,
-    pub api_key: Option<ApiKey>,
+    pub api_key: Option<Secret>,
     /// Azure OpenAI's `api-version`; also sends the key as `api-key`.
     pub api_version: Option<String>,
     /// One request's time limit.
@@ -237,7 +222,8 @@ impl OpenAiEmbedder {
                 .then_some(self.config.dimensions),
         };
         let mut request = self.client.post(self.endpoint.clone()).json(&body);
-        if let Some(ApiKey(key)) = &self.config.api_key {
+        if let Some(key) = &self.config.api_key {
+            let key = key.expose();
             request = match self.config.api_version {
                 Some(_) => request.header("api-key", key),
                 None => request.bearer_auth(key),
@@ -357,7 +343,7 @@ impl OpenAiEmbedder {
     /// Removes the API key from a message, should a server have echoed it.
     fn redact(&self, message: String) -> String {
         match &self.config.api_key {
-            Some(ApiKey(key)) if !key.is_empty() => message.replace(key.as_str(), "***"),
+            Some(key) if !key.expose().is_empty() => message.replace(key.expose(), "***"),
             _ => message,
         }
     }
@@ -452,7 +438,7 @@ mod tests {
     #[test]
     fn api_keys_do_not_show_in_debug_output() {
         let config = Config {
-            api_key: Some(ApiKey::new("sk-secret-123".to_owned())),
+            api_key: Some(Secret::new("sk-secret-123")),
             ..Config::default()
         };
         assert!(!format!("{config:?}").contains("sk-secret-123"));

@@ -13,7 +13,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use sqlmcp::embeddings::Embedder;
 use sqlmcp::embeddings::local::{DIMENSIONS, LocalEmbedder, MODEL_ID};
-use sqlmcp::embeddings::openai::{ApiKey, Config, OpenAiEmbedder};
+use sqlmcp::embeddings::openai::{Config, OpenAiEmbedder};
+use sqlmcp::secret::Secret;
 
 use crate::helpers::{local_embedder, model_dir};
 
@@ -144,7 +145,7 @@ fn texts(items: &[&str]) -> Vec<String> {
 async fn openai_shape_bearer_key_and_vectors_in_input_order() {
     let (fake, base) = Fake::start(vec![]).await;
     let embedder = OpenAiEmbedder::new(Config {
-        api_key: Some(ApiKey::new("sk-test-123".to_owned())),
+        api_key: Some(Secret::new("sk-test-123")),
         ..config(format!("{base}/v1/"))
     })
     .unwrap();
@@ -177,7 +178,7 @@ async fn openai_shape_bearer_key_and_vectors_in_input_order() {
 async fn azure_shape_api_version_and_api_key_header() {
     let (fake, base) = Fake::start(vec![]).await;
     let embedder = OpenAiEmbedder::new(Config {
-        api_key: Some(ApiKey::new("azure-key".to_owned())),
+        api_key: Some(Secret::new("azure-key")),
         api_version: Some("2024-10-21".to_owned()),
         request_dimensions: true,
         ..config(format!("{base}/openai/deployments/emb-small"))
@@ -334,7 +335,7 @@ async fn client_errors_are_not_retried_and_never_show_the_key() {
     )])
     .await;
     let embedder = OpenAiEmbedder::new(Config {
-        api_key: Some(ApiKey::new(key.to_owned())),
+        api_key: Some(Secret::new(key)),
         ..config(base)
     })
     .unwrap();
