@@ -207,6 +207,41 @@ fn message_type(name: &'static str) -> Option<(&'static str, NodeClass)> {
     )
 }
 
+/// An option, a newtype and an enum's newtype variant: what they hold.
+macro_rules! pass_through {
+    ($error:ty) => {
+        fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), $error> {
+            value.serialize(self)
+        }
+        fn serialize_newtype_struct<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), $error> {
+            value.serialize(self)
+        }
+        fn serialize_newtype_variant<T: ?Sized + Serialize>(
+            self,
+            _: &'static str,
+            _: u32,
+            _: &'static str,
+            value: &T,
+        ) -> Result<(), $error> {
+            value.serialize(self)
+        }
+    };
+}
+
+/// Every integer is kept as an `i64` (positions, operator and expression
+/// kinds).
+macro_rules! integers {
+    ($($method:ident: $ty:ty),*) => {$(
+        fn $method(self, v: $ty) -> Result<(), Stop> {
+            self.serialize_i64(v.into())
+        }
+    )*};
+}
+
 impl<'a, 'f> ser::Serializer for &'a mut Walker<'f> {
     type Ok = ();
     type Error = Stop;
@@ -248,27 +283,13 @@ impl<'a, 'f> ser::Serializer for &'a mut Walker<'f> {
     fn serialize_bool(self, _: bool) -> Result<(), Stop> {
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Result<(), Stop> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Stop> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Stop> {
-        self.serialize_i64(v.into())
-    }
+    integers!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32
+    );
     fn serialize_i64(self, v: i64) -> Result<(), Stop> {
         self.number(v);
         Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Stop> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Stop> {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Stop> {
-        self.serialize_i64(v.into())
     }
     fn serialize_u64(self, v: u64) -> Result<(), Stop> {
         self.serialize_i64(i64::try_from(v).unwrap_or(i64::MAX))
@@ -294,9 +315,7 @@ impl<'a, 'f> ser::Serializer for &'a mut Walker<'f> {
     fn serialize_none(self) -> Result<(), Stop> {
         Ok(())
     }
-    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), Stop> {
-        value.serialize(self)
-    }
+
     fn serialize_unit(self) -> Result<(), Stop> {
         Ok(())
     }
@@ -306,23 +325,8 @@ impl<'a, 'f> ser::Serializer for &'a mut Walker<'f> {
     fn serialize_unit_variant(self, _: &'static str, _: u32, _: &'static str) -> Result<(), Stop> {
         Ok(())
     }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        value.serialize(self)
-    }
-    /// `Node`'s one-of and `AConst`'s value: the message inside names itself.
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), Stop> {
-        value.serialize(self)
-    }
+    // `Node`'s one-of and `AConst`'s value: the message inside names itself
+    pass_through!(Stop);
     fn serialize_seq(self, _: Option<usize>) -> Result<Self, Stop> {
         Ok(self)
     }
@@ -479,25 +483,7 @@ impl ser::Serializer for TypeNameOf {
     ) -> Result<Self::SerializeStruct, TypeName> {
         Err(TypeName(name))
     }
-    fn serialize_newtype_variant<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        _: u32,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), TypeName> {
-        value.serialize(self)
-    }
-    fn serialize_some<T: ?Sized + Serialize>(self, value: &T) -> Result<(), TypeName> {
-        value.serialize(self)
-    }
-    fn serialize_newtype_struct<T: ?Sized + Serialize>(
-        self,
-        _: &'static str,
-        value: &T,
-    ) -> Result<(), TypeName> {
-        value.serialize(self)
-    }
+    pass_through!(TypeName);
     no_name!(
         serialize_bool(bool),
         serialize_i8(i8),

@@ -11,7 +11,7 @@ pub const TOOL: ToolDescriptor = ToolDescriptor {
     description: "The current date and time in UTC. Use it to turn relative periods \
          (\"last quarter\", \"this year\") into the start_date and end_date arguments of other tools.",
     source: "src/tools/current_date.rs",
-    input_schema,
+    input_schema: super::support::input_schema::<Args>,
     output_schema,
 };
 
@@ -21,10 +21,6 @@ pub const NAME: &str = TOOL.name;
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Args {}
-
-pub fn input_schema() -> Value {
-    super::support::input_schema::<Args>()
-}
 
 pub fn output_schema() -> Value {
     json!({

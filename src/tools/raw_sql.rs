@@ -43,7 +43,7 @@ pub const TOOL: ToolDescriptor = ToolDescriptor {
          execution. The result is {c: column names, r: rows as arrays, n: row count, truncated}; \
          money is exact decimal strings.",
     source: "src/tools/raw_sql.rs",
-    input_schema,
+    input_schema: super::support::input_schema::<Args>,
     output_schema,
 };
 
@@ -54,10 +54,6 @@ pub const NAME: &str = TOOL.name;
 pub struct Args {
     /// One PostgreSQL SELECT statement, e.g. SELECT store_id, count(*) FROM retail.orders GROUP BY 1.
     pub postgresql_query: String,
-}
-
-pub fn input_schema() -> Value {
-    super::support::input_schema::<Args>()
 }
 
 pub fn output_schema() -> Value {

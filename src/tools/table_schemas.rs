@@ -22,7 +22,7 @@ pub const TOOL: ToolDescriptor = ToolDescriptor {
          retail.orders, retail.order_items, retail.product_description_embeddings (the schema prefix \
          may be left out).",
     source: "src/tools/table_schemas.rs",
-    input_schema,
+    input_schema: super::support::input_schema::<Args>,
     output_schema,
 };
 
@@ -51,10 +51,6 @@ pub struct Args {
     /// Tables to describe, e.g. ["retail.orders", "retail.order_items"].
     #[schemars(length(min = 1, max = 20))]
     pub table_names: Vec<String>,
-}
-
-pub fn input_schema() -> Value {
-    super::support::input_schema::<Args>()
 }
 
 pub fn output_schema() -> Value {
