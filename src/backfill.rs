@@ -48,47 +48,14 @@ pub async fn run(
 ) -> Result<Report> {
     let model = embedder.model_id().to_owned();
     let batch_size = batch_size.clamp(1, embedder.max_batch().max(1));
-    let counts = client
-        .query_one(
-            &format!(
-                "SELECT (SELECT count(*) FROM retail.products), \
-                        (SELECT count(*) FROM ({}) pending)",
-                pending_sql("")
-            ),
-            &[&model, &0i32],
-        )
-        .await
-        .context("cannot count the products to embed")?;
-    let (products, pending): (i64, i64) = (counts.get(0), counts.get(1));
-    let progress = if show_progress && pending > 0 {
-        let bar = ProgressBar::new(pending as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "embedding [{bar:40}] {human_pos}/{human_len} products, {per_sec}, eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar
-    } else {
-        ProgressBar::hidden()
-    };
-
+    let (products, pending) = count(client, &model).await?;
+    let progress = progress_bar(show_progress && pending > 0, pending);
     let select = client
         .prepare(&pending_sql("LIMIT $3"))
         .await
         .context("cannot read the products")?;
     let upsert = client
-        .prepare(
-            "INSERT INTO retail.product_description_embeddings \
-               (product_id, model_id, description_embedding, description_hash, last_updated) \
-             SELECT id, $2, vector, hash, now() \
-             FROM unnest($1::integer[], $3::vector[], $4::text[]) AS batch(id, vector, hash) \
-             ON CONFLICT (product_id, model_id) DO UPDATE \
-               SET description_embedding = excluded.description_embedding, \
-                   description_hash = excluded.description_hash, \
-                   last_updated = excluded.last_updated",
-        )
+        .prepare(UPSERT)
         .await
         .context("cannot prepare the write of the vectors")?;
 
@@ -100,37 +67,96 @@ pub async fn run(
             .await
             .context("cannot read the products")?;
         let Some(last) = rows.last() else { break };
+        let first: i32 = rows[0].get(0);
         after = last.get(0);
-        let ids: Vec<i32> = rows.iter().map(|row| row.get(0)).collect();
-        let texts: Vec<String> = rows.iter().map(|row| row.get(1)).collect();
-        let hashes: Vec<String> = rows.iter().map(|row| row.get(2)).collect();
-        let vectors = embedder.embed_batch(&texts).await.with_context(|| {
+        let batch = embed(embedder, &rows).await.with_context(|| {
             format!(
-                "cannot embed products {}..={} with {model} ({embedded} embedded before; \
-                 run sqlmcp embed again to go on from there)",
-                ids[0], after
+                "cannot embed products {first}..={after} with {model} ({embedded} embedded \
+                 before; run sqlmcp embed again to go on from there)"
             )
         })?;
-        anyhow::ensure!(
-            vectors.len() == texts.len(),
-            "{model} returned {} vectors for {} texts",
-            vectors.len(),
-            texts.len()
-        );
-        let vectors: Vec<Vector> = vectors.into_iter().map(Vector::from).collect();
         let tx = client.transaction().await?;
-        tx.execute(&upsert, &[&ids, &model, &vectors, &hashes])
-            .await
-            .context("cannot write the vectors")?;
+        tx.execute(
+            &upsert,
+            &[&batch.ids, &model, &batch.vectors, &batch.hashes],
+        )
+        .await
+        .context("cannot write the vectors")?;
         tx.commit().await.context("cannot write the vectors")?;
-        embedded += ids.len() as i64;
-        progress.inc(ids.len() as u64);
+        embedded += batch.ids.len() as i64;
+        progress.inc(batch.ids.len() as u64);
     }
     progress.finish_and_clear();
     Ok(Report {
         model,
         products,
         embedded,
+    })
+}
+
+/// Writes a batch of vectors, replacing those of the same model.
+const UPSERT: &str = "INSERT INTO retail.product_description_embeddings \
+       (product_id, model_id, description_embedding, description_hash, last_updated) \
+     SELECT id, $2, vector, hash, now() \
+     FROM unnest($1::integer[], $3::vector[], $4::text[]) AS batch(id, vector, hash) \
+     ON CONFLICT (product_id, model_id) DO UPDATE \
+       SET description_embedding = excluded.description_embedding, \
+           description_hash = excluded.description_hash, \
+           last_updated = excluded.last_updated";
+
+/// How many products there are, and how many lack a current vector of `model`.
+async fn count(client: &Client, model: &str) -> Result<(i64, i64)> {
+    let counts = client
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM retail.products), \
+                        (SELECT count(*) FROM ({}) pending)",
+                pending_sql("")
+            ),
+            &[&model, &0i32],
+        )
+        .await
+        .context("cannot count the products to embed")?;
+    Ok((counts.get(0), counts.get(1)))
+}
+
+fn progress_bar(shown: bool, pending: i64) -> ProgressBar {
+    if !shown {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(pending as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "embedding [{bar:40}] {human_pos}/{human_len} products, {per_sec}, eta {eta}",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// One batch of products, embedded.
+struct Batch {
+    ids: Vec<i32>,
+    vectors: Vec<Vector>,
+    hashes: Vec<String>,
+}
+
+/// Embeds the descriptions of `rows` (id, text, hash).
+async fn embed(embedder: &dyn Embedder, rows: &[tokio_postgres::Row]) -> Result<Batch> {
+    let texts: Vec<String> = rows.iter().map(|row| row.get(1)).collect();
+    let vectors = embedder.embed_batch(&texts).await?;
+    anyhow::ensure!(
+        vectors.len() == texts.len(),
+        "{} returned {} vectors for {} texts",
+        embedder.model_id(),
+        vectors.len(),
+        texts.len()
+    );
+    Ok(Batch {
+        ids: rows.iter().map(|row| row.get(0)).collect(),
+        vectors: vectors.into_iter().map(Vector::from).collect(),
+        hashes: rows.iter().map(|row| row.get(2)).collect(),
     })
 }
 

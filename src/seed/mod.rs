@@ -188,6 +188,16 @@ fn progress_bar(visible: bool, rows: usize) -> ProgressBar {
 }
 
 async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> Result<()> {
+    load_assortment(tx, data, progress).await?;
+    load_sales(tx, data, progress).await
+}
+
+/// The stores and what they sell.
+async fn load_assortment(
+    tx: &Transaction<'_>,
+    data: &Dataset,
+    progress: &ProgressBar,
+) -> Result<()> {
     let assortment = &data.assortment;
     copy(
         tx,
@@ -242,7 +252,11 @@ async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> R
             )
         },
     )
-    .await?;
+    .await
+}
+
+/// Customers, their orders and the stock left.
+async fn load_sales(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> Result<()> {
     copy(
         tx,
         progress,
@@ -307,8 +321,7 @@ async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> R
         &data.inventory,
         |out, i| writeln!(out, "{}\t{}\t{}", i.store_id, i.product_id, i.stock_level),
     )
-    .await?;
-    Ok(())
+    .await
 }
 
 /// Streams rows into `COPY target FROM STDIN` (text format) in ~1 MiB chunks.

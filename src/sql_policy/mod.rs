@@ -182,26 +182,43 @@ pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation>
         Ok(parsed) => parsed,
         Err(err) => return refuse(format!("syntax error: {err}"), None),
     };
-    let statements = &parsed.protobuf.stmts;
-    let statement = match statements.as_slice() {
-        [one] => one,
-        [] => return refuse("empty query: write one SELECT statement", None),
-        [_, second, ..] => {
-            return refuse(
-                "only one statement allowed",
-                Some(i64::from(second.stmt_location)),
-            );
-        }
-    };
+    let statement = one_statement(&parsed.protobuf.stmts)?;
     let Some(tree) = statement.stmt.as_deref() else {
         return refuse("empty query: write one SELECT statement", None);
     };
-    let explain = match &tree.node {
-        Some(NodeEnum::SelectStmt(_)) => false,
-        Some(NodeEnum::ExplainStmt(explain)) => {
-            check_explain(explain)?;
-            true
-        }
+    let explain = check_kind(sql, statement, tree)?;
+    let mut found = Found::default();
+    walk::walk(tree, &mut found)?;
+    check_found(&found, names)?;
+    Ok(ReadOnlySql {
+        text: sql.to_owned(),
+        statement: statement_range(sql, statement),
+        explain,
+    })
+}
+
+fn one_statement(
+    statements: &[pg_query::protobuf::RawStmt],
+) -> Result<&pg_query::protobuf::RawStmt, Violation> {
+    match statements {
+        [one] => Ok(one),
+        [] => refuse("empty query: write one SELECT statement", None),
+        [_, second, ..] => refuse(
+            "only one statement allowed",
+            Some(i64::from(second.stmt_location)),
+        ),
+    }
+}
+
+/// A `SELECT` (`false`) or an allowed `EXPLAIN` of one (`true`).
+fn check_kind(
+    sql: &str,
+    statement: &pg_query::protobuf::RawStmt,
+    tree: &pg_query::protobuf::Node,
+) -> Result<bool, Violation> {
+    match &tree.node {
+        Some(NodeEnum::SelectStmt(_)) => Ok(false),
+        Some(NodeEnum::ExplainStmt(explain)) => check_explain(explain).map(|()| true),
         other => {
             // SET, RESET, SHOW, … are one node type each for several
             // keywords: name the statement by its first word
@@ -213,15 +230,16 @@ pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation>
             let name = node_name(other.as_ref())
                 .trim_end_matches("Stmt")
                 .to_uppercase();
-            return refuse(
+            refuse(
                 format!("only SELECT or EXPLAIN allowed, not {first} ({name})"),
                 None,
-            );
+            )
         }
-    };
+    }
+}
 
-    let mut found = Found::default();
-    walk::walk(tree, &mut found)?;
+/// Checks every name the walk found against the database's names.
+fn check_found(found: &Found, names: &DatabaseNames) -> Result<(), Violation> {
     for (cte, location) in &found.ctes {
         if names.system_relations.contains(cte) || names.other_relations.contains(cte) {
             return refuse(
@@ -254,24 +272,23 @@ pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation>
                     *location,
                 );
             }
-            Reach::Sample(name, location) => {
-                if !matches!(name.as_slice(), [m] if m == "bernoulli" || m == "system") {
-                    return refuse(
-                        format!(
-                            "TABLESAMPLE method {} not allowed: use BERNOULLI or SYSTEM",
-                            name.join(".")
-                        ),
-                        *location,
-                    );
-                }
-            }
+            Reach::Sample(name, location) => check_sample(name, *location)?,
         }
     }
-    Ok(ReadOnlySql {
-        text: sql.to_owned(),
-        statement: statement_range(sql, statement),
-        explain,
-    })
+    Ok(())
+}
+
+fn check_sample(method: &[String], location: Option<i64>) -> Result<(), Violation> {
+    if matches!(method, [m] if m == "bernoulli" || m == "system") {
+        return Ok(());
+    }
+    refuse(
+        format!(
+            "TABLESAMPLE method {} not allowed: use BERNOULLI or SYSTEM",
+            method.join(".")
+        ),
+        location,
+    )
 }
 
 /// Refuses a name holding a character that looks like nothing: PostgreSQL
