@@ -1,7 +1,7 @@
 //! The local embedding model on its own, and semantic search end to end.
 
 use sqlmcp::secret::Secret;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -40,7 +40,17 @@ pub async fn run(args: Args) -> Result<()> {
         .model_dir
         .clone()
         .unwrap_or_else(Settings::default_model_dir);
-    let model = LocalEmbedder::open(&dir)?;
+    let mut report = json!({"machine": machine(), "model": MODEL_ID});
+    time_model(&dir, &args, &mut report).await?;
+    if let Some(url) = args.app_database_url.as_ref().map(Secret::expose) {
+        report["semantic_search_products"] = search_over_http(url, &dir, &args).await?;
+    }
+    write_json(args.json.as_deref(), &report)
+}
+
+/// The model in-process: loading it, one query, and batches of products.
+async fn time_model(dir: &Path, args: &Args, report: &mut Value) -> Result<()> {
+    let model = LocalEmbedder::open(dir)?;
     let started = Instant::now();
     model.warm_up().await?;
     let load = started.elapsed();
@@ -81,70 +91,68 @@ pub async fn run(args: Args) -> Result<()> {
         single.percentile_ms(99.0)
     );
     println!("  batches of 32 product texts: {batch_rate:.0} texts/s");
-    let mut report = json!({
-        "machine": machine(),
-        "model": MODEL_ID,
-        "load_ms": round(load.as_secs_f64() * 1e3, 1),
-        "query_p50_ms": round(single.percentile_ms(50.0), 2),
-        "query_p95_ms": round(single.percentile_ms(95.0), 2),
-        "query_p99_ms": round(single.percentile_ms(99.0), 2),
-        "batch32_texts_per_s": round(batch_rate, 1),
-    });
+    report["load_ms"] = json!(round(load.as_secs_f64() * 1e3, 1));
+    report["query_p50_ms"] = json!(round(single.percentile_ms(50.0), 2));
+    report["query_p95_ms"] = json!(round(single.percentile_ms(95.0), 2));
+    report["query_p99_ms"] = json!(round(single.percentile_ms(99.0), 2));
+    report["batch32_texts_per_s"] = json!(round(batch_rate, 1));
+    Ok(())
+}
 
-    if let Some(url) = args.app_database_url.as_ref().map(Secret::expose) {
-        let model_dir = dir.to_string_lossy().into_owned();
-        let server = Server::start(url, &["--model-dir", &model_dir]).await?;
-        let client = McpClient::new(&server.url, 64)?;
-        // the first call waits for the model the server loads in the background
-        client
-            .call(
-                CALLERS[0],
-                "semantic_search_products",
-                &json!({"query_description": QUERIES[0]}),
-            )
-            .await?;
-        println!(
-            "\nsemantic_search_products over HTTP, release server, {} s per row",
-            args.seconds
-        );
-        println!(
-            "{:>8} {:>9} {:>8} {:>8} {:>8} {:>7}",
-            "clients", "calls/s", "p50 ms", "p95 ms", "p99 ms", "errors"
-        );
-        let mut rows = Vec::new();
-        for &clients in &args.clients {
+/// `semantic_search_products` through a release server, one row per
+/// number of clients.
+async fn search_over_http(url: &str, dir: &Path, args: &Args) -> Result<Value> {
+    let model_dir = dir.to_string_lossy().into_owned();
+    let server = Server::start(url, &["--model-dir", &model_dir]).await?;
+    let client = McpClient::new(&server.url, 64)?;
+    // the first call waits for the model the server loads in the background
+    client
+        .call(
+            CALLERS[0],
+            "semantic_search_products",
+            &json!({"query_description": QUERIES[0]}),
+        )
+        .await?;
+    println!(
+        "\nsemantic_search_products over HTTP, release server, {} s per row",
+        args.seconds
+    );
+    println!(
+        "{:>8} {:>9} {:>8} {:>8} {:>8} {:>7}",
+        "clients", "calls/s", "p50 ms", "p95 ms", "p99 ms", "errors"
+    );
+    let mut rows = Vec::new();
+    for &clients in &args.clients {
+        let client = client.clone();
+        let mut run = run_for(clients, Duration::from_secs(args.seconds), move |n| {
             let client = client.clone();
-            let mut run = run_for(clients, Duration::from_secs(args.seconds), move |n| {
-                let client = client.clone();
-                async move {
-                    let arguments =
-                        json!({"query_description": QUERIES[n % QUERIES.len()], "max_rows": 10});
-                    client
-                        .call(
-                            CALLERS[n % CALLERS.len()],
-                            "semantic_search_products",
-                            &arguments,
-                        )
-                        .await
-                }
-            })
-            .await?;
-            println!(
-                "{clients:>8} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>7}",
-                run.rate,
-                run.latencies.percentile_ms(50.0),
-                run.latencies.percentile_ms(95.0),
-                run.latencies.percentile_ms(99.0),
-                run.errors
-            );
-            if let Some(error) = &run.first_error {
-                println!("         first error: {error}");
+            async move {
+                let arguments =
+                    json!({"query_description": QUERIES[n % QUERIES.len()], "max_rows": 10});
+                client
+                    .call(
+                        CALLERS[n % CALLERS.len()],
+                        "semantic_search_products",
+                        &arguments,
+                    )
+                    .await
             }
-            let mut row = run.summary();
-            row["clients"] = clients.into();
-            rows.push(row);
+        })
+        .await?;
+        println!(
+            "{clients:>8} {:>9.1} {:>8.2} {:>8.2} {:>8.2} {:>7}",
+            run.rate,
+            run.latencies.percentile_ms(50.0),
+            run.latencies.percentile_ms(95.0),
+            run.latencies.percentile_ms(99.0),
+            run.errors
+        );
+        if let Some(error) = &run.first_error {
+            println!("         first error: {error}");
         }
-        report["semantic_search_products"] = Value::Array(rows);
+        let mut row = run.summary();
+        row["clients"] = clients.into();
+        rows.push(row);
     }
-    write_json(args.json.as_deref(), &report)
+    Ok(Value::Array(rows))
 }

@@ -176,94 +176,109 @@ impl Ceiling {
             _ => None,
         };
         let client = self.pool.get().await?;
-        let raw = matches!(workload, Workload::SalesQuery | Workload::LightSalesQuery);
-        // the server's own settings, so both sides run under the same ones
         let caller = sqlmcp::caller::CallerId::for_tests(caller);
-        let limits = sqlmcp::tools::raw_sql::Limits::default();
-        let (timeout, settings) = if raw {
-            (
-                limits.statement_timeout,
-                sqlmcp::tools::raw_sql::settings(limits).to_vec(),
-            )
-        } else {
-            (sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT, Vec::new())
-        };
-        let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
-        let settle = if raw {
-            sqlmcp::db::Settle::Rollback
-        } else {
-            sqlmcp::db::Settle::Commit
-        };
+        let (timeout, settings, settle) = call_settings(workload);
         let call = sqlmcp::db::Call::new(&client, true, settle);
-        // the query as the call's last statement, so that the end follows
-        // it in the same round trip, as in the server
-        let last = call.last();
-        let query = async {
-            match workload {
-                Workload::TopProducts => {
-                    queries::top_products::top_products()
-                        .bind(
-                            &last,
-                            &date("2025-10-01"),
-                            &date("2025-12-31"),
-                            &None::<&str>,
-                            &None,
-                            &"revenue",
-                            &10,
-                        )
-                        .all()
-                        .await?;
-                }
-                Workload::RevenueByMonth => {
-                    queries::revenue_by_month::revenue_by_month()
-                        .bind(
-                            &last,
-                            &date("2025-01-01"),
-                            &date("2025-12-31"),
-                            &None,
-                            &None::<&str>,
-                        )
-                        .all()
-                        .await?;
-                }
-                Workload::ProductDetails => {
-                    queries::product_details::product_details()
-                        .bind(&last, &Some(SKUS[n % SKUS.len()]), &None::<&str>, &20)
-                        .all()
-                        .await?;
-                }
-                Workload::SalesQuery | Workload::LightSalesQuery => {
-                    let text = if workload == Workload::SalesQuery {
-                        SALES_QUERY
-                    } else {
-                        LIGHT_SALES_QUERY
-                    };
-                    let statement = client.prepare_cached(text).await?;
-                    let rows: Vec<tokio_postgres::Row> = call
-                        .query_last(&statement, std::iter::empty::<&str>())
-                        .await?
-                        .try_collect()
-                        .await?;
-                    drop(rows);
-                }
-                Workload::SemanticSearch => {
-                    // the server's search may check the stored vectors after
-                    // an empty result, so its COMMIT waits for the rows
-                    queries::semantic_search_products::semantic_search_products()
-                        .bind(&call, &embedding.unwrap_or_default(), &MODEL_ID, &30.0, &10)
-                        .all()
-                        .await?;
-                }
-                Workload::Mix => unreachable!("a mix picks one of the others"),
-            }
-            Ok::<_, anyhow::Error>(())
-        };
+        let query = run_query(workload, &client, &call, n, embedding);
         let settled = call.run(&caller, timeout, &settings, query).await?;
         settled.opened?;
         settled.output?;
         settled.ended?;
         Ok(())
     }
+}
+
+/// The server's own settings for the workload's tool, so that both sides
+/// run under the same ones.
+fn call_settings(
+    workload: Workload,
+) -> (Duration, Vec<(&'static str, String)>, sqlmcp::db::Settle) {
+    if matches!(workload, Workload::SalesQuery | Workload::LightSalesQuery) {
+        let limits = sqlmcp::tools::raw_sql::Limits::default();
+        (
+            limits.statement_timeout,
+            sqlmcp::tools::raw_sql::settings(limits).to_vec(),
+            sqlmcp::db::Settle::Rollback,
+        )
+    } else {
+        (
+            sqlmcp::db::DEFAULT_STATEMENT_TIMEOUT,
+            Vec::new(),
+            sqlmcp::db::Settle::Commit,
+        )
+    }
+}
+
+/// The workload's SQL in the call's transaction: as the call's last
+/// statement, so that the end follows it in the same round trip, as in the
+/// server.
+async fn run_query(
+    workload: Workload,
+    client: &deadpool_postgres::Object,
+    call: &sqlmcp::db::Call<'_>,
+    n: usize,
+    embedding: Option<Vec<f32>>,
+) -> Result<()> {
+    let last = call.last();
+    let date = |s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok();
+    match workload {
+        Workload::TopProducts => {
+            queries::top_products::top_products()
+                .bind(
+                    &last,
+                    &date("2025-10-01"),
+                    &date("2025-12-31"),
+                    &None::<&str>,
+                    &None,
+                    &"revenue",
+                    &10,
+                )
+                .all()
+                .await?;
+        }
+        Workload::RevenueByMonth => {
+            queries::revenue_by_month::revenue_by_month()
+                .bind(
+                    &last,
+                    &date("2025-01-01"),
+                    &date("2025-12-31"),
+                    &None,
+                    &None::<&str>,
+                )
+                .all()
+                .await?;
+        }
+        Workload::ProductDetails => {
+            queries::product_details::product_details()
+                .bind(&last, &Some(SKUS[n % SKUS.len()]), &None::<&str>, &20)
+                .all()
+                .await?;
+        }
+        Workload::SalesQuery | Workload::LightSalesQuery => {
+            let text = if workload == Workload::SalesQuery {
+                SALES_QUERY
+            } else {
+                LIGHT_SALES_QUERY
+            };
+            let statement = client.prepare_cached(text).await?;
+            let rows: Vec<tokio_postgres::Row> = call
+                .query_last(&statement, std::iter::empty::<&str>())
+                .await?
+                .try_collect()
+                .await?;
+            drop(rows);
+        }
+        Workload::SemanticSearch => {
+            // the server's search may check the stored vectors after an
+            // empty result, so its COMMIT waits for the rows
+            queries::semantic_search_products::semantic_search_products()
+                .bind(call, &embedding.unwrap_or_default(), &MODEL_ID, &30.0, &10)
+                .all()
+                .await?;
+        }
+        Workload::Mix => unreachable!("a mix picks one of the others"),
+    }
+    Ok(())
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -276,28 +291,7 @@ pub async fn run(args: Args) -> Result<()> {
     let mut serve_args: Vec<&str> = vec!["--pool-size", &pool_size];
     serve_args.extend(args.serve_args.iter().map(String::as_str));
     let mut report = json!({"machine": machine(), "seconds_per_run": args.seconds, "rounds": args.rounds, "pool_size": args.pool_size});
-
-    // start-up and idle memory, without the model
-    let mut starts = Vec::new();
-    let mut idle_rss = Vec::new();
-    for _ in 0..5 {
-        let mut bare = serve_args.clone();
-        bare.extend(["--embedding-provider", "none"]);
-        let server = Server::start(args.app_database_url.expose(), &bare).await?;
-        starts.push(server.ready_after.as_secs_f64() * 1e3);
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        idle_rss.push(server.rss_mb());
-    }
-    starts.sort_by(f64::total_cmp);
-    idle_rss.sort_by(f64::total_cmp);
-    println!(
-        "start to ready, no embedding model: median {:.0} ms (of {:?} ms); idle RSS {:.1} MB",
-        starts[2],
-        starts.iter().map(|s| s.round()).collect::<Vec<_>>(),
-        idle_rss[2]
-    );
-    report["start_to_ready_ms"] = json!({"median": round(starts[2], 1), "runs": starts.iter().map(|s| round(*s, 1)).collect::<Vec<_>>()});
-    report["idle_rss_mb_without_model"] = json!(round(idle_rss[2], 1));
+    start_up_and_memory(&args, &serve_args, &mut report).await?;
 
     // the validator of execute_sales_query on its own
     let (validator_p50_us, validator_p99_us) =
@@ -332,21 +326,8 @@ pub async fn run(args: Args) -> Result<()> {
     });
     ceiling.model.warm_up().await?;
 
-    println!(
-        "\n{:<26} {:>7} | {:>9} {:>8} {:>8} {:>8} {:>6} | {:>9} {:>8} | {:>6}",
-        "workload",
-        "clients",
-        "calls/s",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "errors",
-        "ceiling/s",
-        "p50 ms",
-        "ratio"
-    );
+    print_header();
     let duration = Duration::from_secs(args.seconds);
-    let round_length = duration / args.rounds;
     let mut rows = Vec::new();
     let mut ceilings = Vec::new();
     for workload in WORKLOADS {
@@ -354,75 +335,9 @@ pub async fn run(args: Args) -> Result<()> {
             continue;
         }
         for &clients in &args.clients {
-            // Server and ceiling take turns, so that a drift in the
-            // machine's speed (a busy neighbour, a warming cache) falls on
-            // both alike; each side's rounds add up to `duration`.
-            let (mut served, mut baseline) = (Run::default(), Run::default());
-            let (mut served_cpu, mut baseline_cpu) = (CpuTimes::default(), CpuTimes::default());
-            let mut round_ratios = Vec::new();
-            for _ in 0..args.rounds {
-                let before = CpuTimes::now(Some(server.pid()));
-                let served_round = drive(client.clone(), workload, clients, round_length).await?;
-                let between = CpuTimes::now(Some(server.pid()));
-                let direct = ceiling.clone();
-                let baseline_round = run_for(clients, round_length, move |n| {
-                    let direct = direct.clone();
-                    async move {
-                        let (tool, caller) = workload.pick(n);
-                        direct.call(tool, caller, n).await
-                    }
-                })
-                .await?;
-                served_cpu += before.until(between);
-                baseline_cpu += between.until(CpuTimes::now(Some(server.pid())));
-                round_ratios.push(served_round.rate / baseline_round.rate);
-                served.absorb(served_round);
-                baseline.absorb(baseline_round);
-            }
-            let ratio = served.rate / baseline.rate;
-            ceilings.push((workload, clients, baseline.rate));
-            let baseline_p50 = baseline.latencies.percentile_ms(50.0);
-            print_row(
-                workload,
-                clients,
-                &mut served,
-                baseline.rate,
-                Some(baseline_p50),
-            );
-            let (s, c) = (
-                served_cpu.per_call_ms(served.latencies.len()),
-                baseline_cpu.per_call_ms(baseline.latencies.len()),
-            );
-            let by_round: Vec<String> = round_ratios
-                .iter()
-                .map(|r| format!("{:.0}%", r * 100.0))
-                .collect();
-            println!(
-                "{:<26} {:>7}   ratio by round: {} | CPU ms per call: server {} + postgres {} + load generator {} | ceiling: postgres {} + load generator {}",
-                "",
-                "",
-                by_round.join(" "),
-                s["server"],
-                s["postgres"],
-                s["bench"],
-                c["postgres"],
-                c["bench"]
-            );
-            for (who, run) in [("server", &served), ("ceiling", &baseline)] {
-                if let Some(error) = &run.first_error {
-                    println!("    first {who} error: {error}");
-                }
-            }
-            rows.push(json!({
-                "workload": workload.name(),
-                "clients": clients,
-                "server": served.summary(),
-                "ceiling": baseline.summary(),
-                "server_cpu_ms_per_call": s,
-                "ceiling_cpu_ms_per_call": c,
-                "ratio": round(ratio, 3),
-                "ratio_by_round": round_ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
-            }));
+            let turns = Turns::take(&client, &ceiling, &server, workload, clients, &args).await?;
+            ceilings.push((workload, clients, turns.baseline.rate));
+            rows.push(turns.report(workload, clients));
         }
     }
     report["rows"] = Value::Array(rows);
@@ -444,6 +359,144 @@ pub async fn run(args: Args) -> Result<()> {
         report["soak"] = soak;
     }
     write_json(args.json.as_deref(), &report)
+}
+
+/// Start to ready and idle memory, without the model: five starts.
+async fn start_up_and_memory(args: &Args, serve_args: &[&str], report: &mut Value) -> Result<()> {
+    let mut starts = Vec::new();
+    let mut idle_rss = Vec::new();
+    for _ in 0..5 {
+        let mut bare = serve_args.to_vec();
+        bare.extend(["--embedding-provider", "none"]);
+        let server = Server::start(args.app_database_url.expose(), &bare).await?;
+        starts.push(server.ready_after.as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        idle_rss.push(server.rss_mb());
+    }
+    starts.sort_by(f64::total_cmp);
+    idle_rss.sort_by(f64::total_cmp);
+    println!(
+        "start to ready, no embedding model: median {:.0} ms (of {:?} ms); idle RSS {:.1} MB",
+        starts[2],
+        starts.iter().map(|s| s.round()).collect::<Vec<_>>(),
+        idle_rss[2]
+    );
+    report["start_to_ready_ms"] = json!({"median": round(starts[2], 1), "runs": starts.iter().map(|s| round(*s, 1)).collect::<Vec<_>>()});
+    report["idle_rss_mb_without_model"] = json!(round(idle_rss[2], 1));
+    Ok(())
+}
+
+fn print_header() {
+    println!(
+        "\n{:<26} {:>7} | {:>9} {:>8} {:>8} {:>8} {:>6} | {:>9} {:>8} | {:>6}",
+        "workload",
+        "clients",
+        "calls/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "errors",
+        "ceiling/s",
+        "p50 ms",
+        "ratio"
+    );
+}
+
+/// One row: the server and the ceiling, taking turns.
+#[derive(Default)]
+struct Turns {
+    served: Run,
+    baseline: Run,
+    served_cpu: CpuTimes,
+    baseline_cpu: CpuTimes,
+    round_ratios: Vec<f64>,
+}
+
+impl Turns {
+    /// Server and ceiling take turns, so that a drift in the machine's
+    /// speed (a busy neighbour, a warming cache) falls on both alike; each
+    /// side's rounds add up to `--seconds`.
+    async fn take(
+        client: &McpClient,
+        ceiling: &Arc<Ceiling>,
+        server: &Server,
+        workload: Workload,
+        clients: usize,
+        args: &Args,
+    ) -> Result<Turns> {
+        let round_length = Duration::from_secs(args.seconds) / args.rounds;
+        let mut turns = Turns::default();
+        for _ in 0..args.rounds {
+            let before = CpuTimes::now(Some(server.pid()));
+            let served_round = drive(client.clone(), workload, clients, round_length).await?;
+            let between = CpuTimes::now(Some(server.pid()));
+            let direct = ceiling.clone();
+            let baseline_round = run_for(clients, round_length, move |n| {
+                let direct = direct.clone();
+                async move {
+                    let (tool, caller) = workload.pick(n);
+                    direct.call(tool, caller, n).await
+                }
+            })
+            .await?;
+            turns.served_cpu += before.until(between);
+            turns.baseline_cpu += between.until(CpuTimes::now(Some(server.pid())));
+            turns
+                .round_ratios
+                .push(served_round.rate / baseline_round.rate);
+            turns.served.absorb(served_round);
+            turns.baseline.absorb(baseline_round);
+        }
+        Ok(turns)
+    }
+
+    /// Prints the row and returns it as JSON.
+    fn report(mut self, workload: Workload, clients: usize) -> Value {
+        let ratio = self.served.rate / self.baseline.rate;
+        let baseline_p50 = self.baseline.latencies.percentile_ms(50.0);
+        print_row(
+            workload,
+            clients,
+            &mut self.served,
+            self.baseline.rate,
+            Some(baseline_p50),
+        );
+        let (s, c) = (
+            self.served_cpu.per_call_ms(self.served.latencies.len()),
+            self.baseline_cpu.per_call_ms(self.baseline.latencies.len()),
+        );
+        let by_round: Vec<String> = self
+            .round_ratios
+            .iter()
+            .map(|r| format!("{:.0}%", r * 100.0))
+            .collect();
+        println!(
+            "{:<26} {:>7}   ratio by round: {} | CPU ms per call: server {} + postgres {} + load generator {} | ceiling: postgres {} + load generator {}",
+            "",
+            "",
+            by_round.join(" "),
+            s["server"],
+            s["postgres"],
+            s["bench"],
+            c["postgres"],
+            c["bench"]
+        );
+        for (who, run) in [("server", &self.served), ("ceiling", &self.baseline)] {
+            if let Some(error) = &run.first_error {
+                println!("    first {who} error: {error}");
+            }
+        }
+        json!({
+            "workload": workload.name(),
+            "clients": clients,
+            "server": self.served.summary(),
+            "ceiling": self.baseline.summary(),
+            "server_cpu_ms_per_call": s,
+            "ceiling_cpu_ms_per_call": c,
+            "ratio": round(ratio, 3),
+            "ratio_by_round": self.round_ratios.iter().map(|r| round(*r, 3)).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// One row of the table: the server's run against the ceiling's calls/s
