@@ -7,25 +7,38 @@
 //! - [`auth`] — how HTTP callers prove who they are: a trusted header or a
 //!   verified JWT.
 //! - [`caller`] — the caller's identity, a UUID that row-level security
-//!   filters by.
+//!   filters by; only [`auth`] and the operator's flags make one from text.
+//! - [`secret`] — secrets from flags and the environment, which no `Debug`
+//!   or `Display` shows.
 //! - [`db`] — connecting to PostgreSQL with errors that say what to do next,
 //!   and the deadline that bounds a call; `db::call`, the read-only
 //!   transaction every tool call runs in, opened with an identity only the
 //!   server can sign and ended in the same round trip as the query.
 //! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
 //!   stdio, health and metrics endpoints, graceful shutdown.
-//! - [`sql_policy`] — which raw SQL may run: the parse-tree walk, every node
-//!   type classified, and the reviewed allow-lists of functions and types.
-//! - [`tools`] — the MCP tools. One per `.sql` file in `queries/`, generated
-//!   at build time by `build.rs` from the query catalogue of the `codegen/` crate
-//!   (whose cornucopia functions are type-checked against `migrations/`).
+//! - [`sql_policy`] — which raw SQL may run: the parse-tree walk (through
+//!   serde's data model, over every field of every message), every node type
+//!   classified, and the reviewed allow-lists of functions and types.
+//! - [`tools`] — the MCP tools, each declared by a [`tools::ToolDescriptor`]:
+//!   one per `.sql` file in `queries/`, generated at build time by
+//!   `build.rs` from the query catalogue of the `codegen/` crate (whose
+//!   cornucopia functions are type-checked against `migrations/`), and three
+//!   built in. A call is admitted ([`tools::admit`]: arguments parsed,
+//!   validated and embedded, no database) and then executed in one
+//!   [`db::Call`] transaction.
 //! - [`embeddings`] — embedding models for tools that search by meaning:
 //!   all-MiniLM-L6-v2 in-process (candle), or any OpenAI-shaped API.
 //! - [`backfill`] — `sqlmcp embed`: missing or stale product vectors, in
 //!   resumable batches.
 //! - [`migrate`] — the refinery migrations in `migrations/`, embedded in the
 //!   binary: schema, row-level-security policies and the application role.
-//! - [`seed`] — deterministic Zava Retail sample data, bulk-loaded with COPY.
+//! - [`seed`] — deterministic Zava Retail sample data (the assortment in
+//!   `seed/assortment.tsv`, stores, customers, orders), bulk-loaded with COPY.
+//!
+//! Beside this crate: `codegen/` (the generated query functions and the
+//! query catalogue), `codegen/catalogue/` (the catalogue's types and the
+//! `.sql` reader, shared by both build scripts) and `bench/` (benchmarks
+//! that print numbers).
 
 pub mod auth;
 pub mod backfill;

@@ -1,5 +1,5 @@
 //! Connecting to PostgreSQL, and the transaction every call runs in
-//! ([`call`]).
+//! ([`Call`]).
 
 mod call;
 

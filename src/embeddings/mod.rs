@@ -5,7 +5,7 @@
 //! so that it compares only vectors of the same model. `sqlmcp embed` uses
 //! the same embedders to fill `retail.product_description_embeddings`.
 //!
-//! Providers, chosen by [`Settings::provider`]:
+//! Providers, chosen by [`Settings::embedding_provider`]:
 //! - [`local`]: all-MiniLM-L6-v2 in-process (candle), the default;
 //! - [`openai`]: any server speaking OpenAI's `POST /embeddings` (OpenAI,
 //!   Azure OpenAI, Ollama, vLLM, text-embeddings-inference).

@@ -6,7 +6,7 @@
 //! thing the raw-SQL tool executes, and it executes its bytes unchanged.
 //!
 //! Every node of the parse tree is visited, and every node type is
-//! classified in [`nodes`]: one that may reach a function (a call, a
+//! classified in `nodes`: one that may reach a function (a call, a
 //! column reference or field selection that can name a function, an
 //! operator, a type) is checked; one that has no business in a query is
 //! refused; one not classified is refused too, so a parser upgrade cannot

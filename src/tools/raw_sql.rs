@@ -11,7 +11,7 @@
 //!    protocol (one statement per Parse);
 //! 4. the server's deadline cancels it in PostgreSQL (`db::run_within`);
 //! 5. PostgreSQL sends rows only within a row cap and a byte cap
-//!    ([`bounded`]), so a huge value is never sent, let alone loaded.
+//!    (`bounded`), so a huge value is never sent, let alone loaded.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
