@@ -54,6 +54,12 @@ impl Workspace {
         Workspace { root }
     }
 
+    /// The query file the test writes: `tests/fixtures/recent_orders.sql`
+    /// as it is, or with a mistake.
+    fn recent_orders_file(&self) -> PathBuf {
+        self.root.join("queries/recent_orders.sql")
+    }
+
     fn add_query(&self, file: &Path) {
         std::fs::copy(
             file,
@@ -137,34 +143,12 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
     let fixture =
         std::fs::read_to_string(Path::new(REPOSITORY).join("tests/fixtures/recent_orders.sql"))
             .unwrap();
-    let query_file = workspace.root.join("queries/recent_orders.sql");
 
-    // A query that does not type-check.
-    std::fs::write(
-        &query_file,
-        fixture.replace("s.is_online = :online", "s.online = :online"),
-    )
-    .unwrap();
-    let broken = workspace.build(Some(&url));
-    assert!(
-        !broken.status.success(),
-        "a broken query must fail the build"
-    );
-    let err = stderr(&broken);
-    assert!(
-        err.contains("queries/recent_orders.sql: query `recent_orders` does not type-check"),
-        "{err}"
-    );
-    assert!(err.contains("line 24: AND s.online = :online"), "{err}");
-    assert!(
-        err.contains("PostgreSQL: column s.online does not exist (SQLSTATE 42703)"),
-        "{err}"
-    );
-    assert!(!err.contains("panicked"), "{err}");
+    check_a_query_that_does_not_type_check(&workspace, &url, &fixture);
 
     // The fixed query and every shape of the matrix, built live in one
     // build: no error, no warning, and the snapshot refreshed.
-    std::fs::write(&query_file, &fixture).unwrap();
+    std::fs::write(workspace.recent_orders_file(), &fixture).unwrap();
     for shape in shape_fixtures() {
         workspace.add_query(&shape);
     }
@@ -197,9 +181,39 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
         .get(0);
     assert_eq!(scratch, 0, "scratch databases left behind");
 
-    // Changed again, but no database to regenerate with: a clear refusal.
+    check_a_stale_snapshot_fails_the_offline_build(&workspace, &fixture);
+}
+
+/// A query that does not type-check fails the build with the file, the
+/// query, the line and PostgreSQL's error.
+fn check_a_query_that_does_not_type_check(workspace: &Workspace, url: &str, fixture: &str) {
     std::fs::write(
-        &query_file,
+        workspace.recent_orders_file(),
+        fixture.replace("s.is_online = :online", "s.online = :online"),
+    )
+    .unwrap();
+    let broken = workspace.build(Some(url));
+    assert!(
+        !broken.status.success(),
+        "a broken query must fail the build"
+    );
+    let err = stderr(&broken);
+    assert!(
+        err.contains("queries/recent_orders.sql: query `recent_orders` does not type-check"),
+        "{err}"
+    );
+    assert!(err.contains("line 24: AND s.online = :online"), "{err}");
+    assert!(
+        err.contains("PostgreSQL: column s.online does not exist (SQLSTATE 42703)"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Changed again, but no database to regenerate with: a clear refusal.
+fn check_a_stale_snapshot_fails_the_offline_build(workspace: &Workspace, fixture: &str) {
+    std::fs::write(
+        workspace.recent_orders_file(),
         fixture.replace("How many orders", "How many orders at most"),
     )
     .unwrap();
@@ -221,6 +235,13 @@ fn check_recent_orders(workspace: &Workspace, db: &TestDb) {
         .iter()
         .find(|t| t["name"] == "recent_orders")
         .expect("the new tool is listed");
+    check_recent_orders_definition(tool);
+    check_recent_orders_call(workspace, db, tool);
+}
+
+/// The listed title, description, and input and output schemas, which
+/// follow from the query's annotations and column types.
+fn check_recent_orders_definition(tool: &Value) {
     assert_eq!(tool["title"], "Recent orders");
     assert!(
         tool["description"]
@@ -259,6 +280,11 @@ fn check_recent_orders(workspace: &Workspace, db: &TestDb) {
         "mean_quantity": {"type": "number"},
     });
     assert_eq!(columns, &expected);
+}
+
+/// The copy's binary runs `call recent_orders`: the answer fits the output
+/// schema and writes each type as it says.
+fn check_recent_orders_call(workspace: &Workspace, db: &TestDb, tool: &Value) {
     let called = Command::new(workspace.binary())
         .args([
             "call",

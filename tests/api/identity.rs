@@ -168,14 +168,11 @@ async fn a_pool_of_one_alternating_identities_leaks_nothing() {
 
 #[tokio::test]
 async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
-    use base64::Engine as _;
     let app = spawn_jwt_app().await;
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
-    let hs = jsonwebtoken::Algorithm::HS256;
-
     let good = token(
         claims(SEATTLE, "sqlmcp", "https://issuer.test", 300),
-        hs,
+        jsonwebtoken::Algorithm::HS256,
         &key,
     );
     let client = client(
@@ -188,59 +185,8 @@ async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
     assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 1);
     client.cancel().await.unwrap();
 
-    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    let unsigned = format!(
-        "{}.{}.",
-        b64(json!({"alg": "none", "typ": "JWT"})),
-        b64(claims(HEAD_OFFICE, "sqlmcp", "https://issuer.test", 300))
-    );
-    let other_key =
-        jsonwebtoken::EncodingKey::from_secret(b"another secret, also long enough for HS256!!");
-    let cases = [
-        (
-            "expired",
-            token(
-                claims(SEATTLE, "sqlmcp", "https://issuer.test", -3_600),
-                hs,
-                &key,
-            ),
-        ),
-        (
-            "wrong audience",
-            token(
-                claims(SEATTLE, "someone-else", "https://issuer.test", 300),
-                hs,
-                &key,
-            ),
-        ),
-        (
-            "wrong issuer",
-            token(
-                claims(SEATTLE, "sqlmcp", "https://evil.test", 300),
-                hs,
-                &key,
-            ),
-        ),
-        (
-            "bad signature",
-            token(
-                claims(HEAD_OFFICE, "sqlmcp", "https://issuer.test", 300),
-                hs,
-                &other_key,
-            ),
-        ),
-        ("never accepts (such as none)", unsigned),
-        (
-            "the `sub` claim is not a UUID",
-            token(
-                claims("admin", "sqlmcp", "https://issuer.test", 300),
-                hs,
-                &key,
-            ),
-        ),
-    ];
     let http = reqwest::Client::new();
-    for (expected, token) in cases {
+    for (expected, token) in refused_tokens(&key) {
         let response = http
             .post(&app.url)
             .header("content-type", "application/json")
@@ -277,4 +223,59 @@ async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
         r#"Bearer realm="sqlmcp""#
     );
     app.stop().await.unwrap();
+}
+
+/// Tokens the server must refuse, each with part of the reason it gives;
+/// all but one are otherwise valid, and signed with `key` unless the
+/// signature is what is wrong.
+fn refused_tokens(key: &jsonwebtoken::EncodingKey) -> [(&'static str, String); 6] {
+    use base64::Engine as _;
+    let hs = jsonwebtoken::Algorithm::HS256;
+    let b64 = |v: Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let unsigned = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(claims(HEAD_OFFICE, "sqlmcp", "https://issuer.test", 300))
+    );
+    let other_key =
+        jsonwebtoken::EncodingKey::from_secret(b"another secret, also long enough for HS256!!");
+    [
+        (
+            "expired",
+            token(
+                claims(SEATTLE, "sqlmcp", "https://issuer.test", -3_600),
+                hs,
+                key,
+            ),
+        ),
+        (
+            "wrong audience",
+            token(
+                claims(SEATTLE, "someone-else", "https://issuer.test", 300),
+                hs,
+                key,
+            ),
+        ),
+        (
+            "wrong issuer",
+            token(claims(SEATTLE, "sqlmcp", "https://evil.test", 300), hs, key),
+        ),
+        (
+            "bad signature",
+            token(
+                claims(HEAD_OFFICE, "sqlmcp", "https://issuer.test", 300),
+                hs,
+                &other_key,
+            ),
+        ),
+        ("never accepts (such as none)", unsigned),
+        (
+            "the `sub` claim is not a UUID",
+            token(
+                claims("admin", "sqlmcp", "https://issuer.test", 300),
+                hs,
+                key,
+            ),
+        ),
+    ]
 }

@@ -807,8 +807,10 @@ async fn the_policys_lexer_holds_whatever_the_database_defaults_to() {
 async fn results_keep_their_types_and_respect_rls() {
     let db = TestDb::seeded().await;
     let mut client = db.app().await;
-    let sql = "SELECT 1.50::numeric AS price, '2024-02-29'::date AS day, '00000000-0000-0000-0000-000000000001'::uuid AS id, \
-               '{\"a\": [1, 2]}'::jsonb AS doc, ARRAY[1, 2] AS list, NULL::text AS nothing, 2::bigint AS n, 0.5::float8 AS f, true AS yes, 1 AS yes";
+    let sql = concat!(
+        "SELECT 1.50::numeric AS price, '2024-02-29'::date AS day, '00000000-0000-0000-0000-000000000001'::uuid AS id, ",
+        "'{\"a\": [1, 2]}'::jsonb AS doc, ARRAY[1, 2] AS list, NULL::text AS nothing, 2::bigint AS n, 0.5::float8 AS f, true AS yes, 1 AS yes",
+    );
     let result = run(&mut client, SEATTLE, sql, Limits::default())
         .await
         .unwrap();

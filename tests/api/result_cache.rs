@@ -4,10 +4,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rmcp::model::CallToolResult;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::helpers::server::{as_caller, call, spawn_app_with, text};
+use crate::helpers::server::{TestApp, as_caller, call, spawn_app_with, text};
 use crate::helpers::{HEAD_OFFICE, REDMOND, SEATTLE, TestDb};
+
+/// `product_details`' price of its first row; the call must have succeeded.
+fn price(result: &CallToolResult) -> Value {
+    assert_eq!(result.is_error, Some(false), "{}", text(result));
+    result.structured_content.as_ref().unwrap()["rows"][0]["base_price"].clone()
+}
+
+/// `execute_sales_query`'s first value.
+fn raw_price(result: CallToolResult) -> Value {
+    result.structured_content.unwrap()["r"][0][0].clone()
+}
+
+/// A server that keeps curated tools' answers for `ttl`.
+async fn spawn_app_with_result_cache(db: Arc<TestDb>, ttl: Duration) -> TestApp {
+    spawn_app_with(db, |s| {
+        s.result_cache = Some(sqlmcp::server::result_cache::Settings {
+            ttl,
+            max_bytes: 1 << 20,
+        })
+    })
+    .await
+}
+
+/// Changes the data behind the cached answer, as the owner.
+async fn raise_the_drills_price(db: &TestDb) {
+    db.owner()
+        .await
+        .execute(
+            "UPDATE retail.products SET base_price = base_price + 1 WHERE sku = 'PWR-DRL-1001'",
+            &[],
+        )
+        .await
+        .unwrap();
+}
 
 /// With `--result-cache-ttl-ms`, a curated tool's answer is kept per tool,
 /// arguments and caller for the TTL; other callers, other arguments, raw SQL
@@ -16,18 +50,8 @@ use crate::helpers::{HEAD_OFFICE, REDMOND, SEATTLE, TestDb};
 async fn the_result_cache_keeps_answers_per_tool_arguments_and_caller_for_its_ttl() {
     let db = Arc::new(TestDb::seeded().await);
     let ttl = Duration::from_secs(4);
-    let cached = spawn_app_with(db.clone(), |s| {
-        s.result_cache = Some(sqlmcp::server::result_cache::Settings {
-            ttl,
-            max_bytes: 1 << 20,
-        })
-    })
-    .await;
+    let cached = spawn_app_with_result_cache(db.clone(), ttl).await;
     let uncached = spawn_app_with(db.clone(), |_| {}).await;
-    let price = |result: &CallToolResult| {
-        assert_eq!(result.is_error, Some(false), "{}", text(result));
-        result.structured_content.as_ref().unwrap()["rows"][0]["base_price"].clone()
-    };
     let drill = json!({"sku": "PWR-DRL-1001", "limit": 5});
     let (seattle, redmond) = (
         as_caller(&cached, SEATTLE).await,
@@ -42,19 +66,11 @@ async fn the_result_cache_keeps_answers_per_tool_arguments_and_caller_for_its_tt
         kept
     );
     let sql = json!({"postgresql_query": "SELECT base_price FROM retail.products WHERE sku = 'PWR-DRL-1001'"});
-    let raw_price = |result: CallToolResult| result.structured_content.unwrap()["r"][0][0].clone();
     assert_eq!(
         raw_price(call(&seattle, "execute_sales_query", sql.clone()).await),
         kept
     );
-    db.owner()
-        .await
-        .execute(
-            "UPDATE retail.products SET base_price = base_price + 1 WHERE sku = 'PWR-DRL-1001'",
-            &[],
-        )
-        .await
-        .unwrap();
+    raise_the_drills_price(&db).await;
     let fresh = price(&call(&plain, "product_details", drill.clone()).await);
     assert_ne!(fresh, kept, "the update changed the price");
 
@@ -87,8 +103,23 @@ async fn the_result_cache_keeps_answers_per_tool_arguments_and_caller_for_its_tt
         "the checks above ran within the TTL"
     );
 
-    // concurrent calls with one key run one query
-    let head_office = Arc::new(as_caller(&cached, HEAD_OFFICE).await);
+    assert_concurrent_calls_with_one_key_run_one_query(&cached).await;
+
+    // after the TTL, the data as it is
+    tokio::time::sleep((ttl + Duration::from_millis(500)).saturating_sub(started.elapsed())).await;
+    assert_eq!(
+        price(&call(&seattle, "product_details", drill).await),
+        fresh
+    );
+    cached.stop().await.unwrap();
+    uncached.stop().await.unwrap();
+}
+
+/// Eight concurrent calls with one key make one miss and seven hits; the
+/// server's metrics also hold the single `product_details` hit made before
+/// (the call with its arguments reordered).
+async fn assert_concurrent_calls_with_one_key_run_one_query(cached: &TestApp) {
+    let head_office = Arc::new(as_caller(cached, HEAD_OFFICE).await);
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let client = head_office.clone();
@@ -112,13 +143,4 @@ async fn the_result_cache_keeps_answers_per_tool_arguments_and_caller_for_its_tt
     ] {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
-
-    // after the TTL, the data as it is
-    tokio::time::sleep((ttl + Duration::from_millis(500)).saturating_sub(started.elapsed())).await;
-    assert_eq!(
-        price(&call(&seattle, "product_details", drill).await),
-        fresh
-    );
-    cached.stop().await.unwrap();
-    uncached.stop().await.unwrap();
 }

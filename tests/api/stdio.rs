@@ -6,12 +6,10 @@ use serde_json::{Value, json};
 
 use crate::helpers::{REDMOND, TestDb};
 
-/// The binary over stdio: JSON-RPC on stdout only, logs on stderr.
-#[tokio::test]
-async fn stdio_serves_a_launched_client_as_the_configured_caller() {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    let db = TestDb::seeded().await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlmcp"))
+/// Launches `sqlmcp serve --stdio` as Redmond's caller, with JSON logs and
+/// every standard stream piped, as an MCP client launches it.
+fn launch_stdio_server(db: &TestDb) -> tokio::process::Child {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlmcp"))
         .args([
             "serve",
             "--stdio",
@@ -29,7 +27,15 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The binary over stdio: JSON-RPC on stdout only, logs on stderr.
+#[tokio::test]
+async fn stdio_serves_a_launched_client_as_the_configured_caller() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let db = TestDb::seeded().await;
+    let mut child = launch_stdio_server(&db);
     let mut stdin = child.stdin.take().unwrap();
     let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut send = async |message: Value| {
@@ -72,11 +78,15 @@ async fn stdio_serves_a_launched_client_as_the_configured_caller() {
         .unwrap();
     assert!(status.success(), "exits when the client closes stdin");
 
-    // one JSON log line per call: tool, caller, duration, rows, never the data
     let mut logs = String::new();
     tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut logs)
         .await
         .unwrap();
+    assert_the_call_is_logged_without_its_data(&logs);
+}
+
+/// One JSON log line per call: tool, caller, duration, rows, never the data.
+fn assert_the_call_is_logged_without_its_data(logs: &str) {
     let call_line = logs
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())

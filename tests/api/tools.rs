@@ -400,9 +400,10 @@ async fn search_as_seattle(
     call_with(db, SEATTLE, "semantic_search_products", arguments, &context).await
 }
 
-#[tokio::test]
-async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
-    let db = TestDb::seeded().await;
+/// Stores vectors whose cosine similarity to the vector of "drill" is 1,
+/// 0.8, 0.5 and 0 for products 1 to 4 under [`KeywordEmbedder::MODEL`],
+/// and one of another model for product 5, which must never be compared.
+async fn store_keyword_vectors(db: &TestDb) {
     let rows = [
         (1, KeywordEmbedder::MODEL, vector(&[1.0])),
         (2, KeywordEmbedder::MODEL, vector(&[0.8, 0.6])),
@@ -422,6 +423,12 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
             .await
             .unwrap();
     }
+}
+
+#[tokio::test]
+async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
+    let db = TestDb::seeded().await;
+    store_keyword_vectors(&db).await;
     let search = |embedder, arguments| search_as_seattle(&db, embedder, arguments);
     let embedder = &KeywordEmbedder::new();
 
@@ -444,12 +451,20 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
         .unwrap();
     assert_eq!(result["row_count"], 0);
 
+    assert_search_refuses_models_it_cannot_compare(&db).await;
+    assert_search_reports_a_failing_or_missing_embedder(&db).await;
+}
+
+/// A model with no stored vectors, or with vectors of another length, is
+/// refused rather than compared.
+async fn assert_search_refuses_models_it_cannot_compare(db: &TestDb) {
+    let drill = || json!({"query_description": "drill"});
     // a model without stored vectors is refused, naming the stored ones
     let other = &KeywordEmbedder {
         model: "text-embedding-3-small@384",
         dimensions: 384,
     };
-    let err = search(Some(other), json!({"query_description": "drill"}))
+    let err = search_as_seattle(db, Some(other), drill())
         .await
         .unwrap_err();
     let message = err.to_string();
@@ -466,7 +481,7 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
         model: "text-embedding-3-small",
         dimensions: 1536,
     };
-    let err = search(Some(longer), json!({"query_description": "drill"}))
+    let err = search_as_seattle(db, Some(longer), drill())
         .await
         .unwrap_err();
     assert!(
@@ -476,8 +491,13 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
         ),
         "{err}"
     );
+}
 
-    let err = search(Some(embedder), json!({"query_description": "fail"}))
+/// The embedder's failure names the argument it embedded; without an
+/// embedder the tool says it needs one.
+async fn assert_search_reports_a_failing_or_missing_embedder(db: &TestDb) {
+    let embedder = &KeywordEmbedder::new();
+    let err = search_as_seattle(db, Some(embedder), json!({"query_description": "fail"}))
         .await
         .unwrap_err();
     assert!(
@@ -485,7 +505,7 @@ async fn semantic_search_ranks_by_similarity_with_the_callers_model_only() {
         "{err}"
     );
 
-    let err = search(None, json!({"query_description": "drill"}))
+    let err = search_as_seattle(db, None, json!({"query_description": "drill"}))
         .await
         .unwrap_err();
     assert!(
@@ -517,12 +537,10 @@ async fn results_are_capped_and_say_so() {
     assert_eq!(result["truncated"], true);
 }
 
-/// Bad arguments are refused with the argument and the rule, before any SQL
-/// runs: the connection used here is already dead.
-#[tokio::test]
-async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
-    let db = TestDb::seeded().await;
-    let mut dead = db.app().await;
+/// An application connection whose server process has been terminated:
+/// any SQL sent on it fails.
+async fn dead_connection(db: &TestDb) -> deadpool_postgres::ClientWrapper {
+    let dead = db.app().await;
     let pid: i32 = dead
         .query_one("SELECT pg_backend_pid()", &[])
         .await
@@ -540,8 +558,12 @@ async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(dead.is_closed());
+    dead
+}
 
-    let cases: [(&str, Value, &str, &str); 9] = [
+/// Tool, arguments, the argument named in the refusal, and part of its rule.
+fn bad_argument_cases() -> [(&'static str, Value, &'static str, &'static str); 9] {
+    [
         (
             "top_products",
             json!({"limit": "ten"}),
@@ -596,8 +618,16 @@ async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
             "similarity_threshold",
             "must be at most 80, got 90",
         ),
-    ];
-    for (tool, arguments, argument, rule) in cases {
+    ]
+}
+
+/// Bad arguments are refused with the argument and the rule, before any SQL
+/// runs: the connection used here is already dead.
+#[tokio::test]
+async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
+    let db = TestDb::seeded().await;
+    let mut dead = dead_connection(&db).await;
+    for (tool, arguments, argument, rule) in bad_argument_cases() {
         let err = tools::call(
             &mut dead,
             &HEAD_OFFICE_ID,

@@ -250,66 +250,8 @@ async fn ensure_template() -> String {
         .expect("pg_database")
         .is_some();
     if !exists {
-        // Templates of older content are of no further use, once no other
-        // checkout sharing this cluster has built or used one for a day.
-        let stale = client
-            .query(
-                "SELECT datname FROM pg_database d WHERE datname LIKE 'sqlmcp\\_tpl\\_%' \
-                   AND substring(shobj_description(d.oid, 'pg_database') FROM '^used (\\d+)$')::bigint \
-                       < extract(epoch FROM now()) - 86400",
-                &[],
-            )
-            .await
-            .expect("pg_database");
-        for row in stale {
-            let stale: String = row.get(0);
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {stale} WITH (FORCE)"))
-                .await;
-        }
-        let building = format!("{name}_building");
-        // one statement per call: neither may run inside a transaction block
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
-            .await
-            .expect("drop an unfinished template database");
-        client
-            .batch_execute(&format!("CREATE DATABASE {building}"))
-            .await
-            .expect("create template database");
-        let mut config = admin.clone();
-        config.dbname(&building);
-        {
-            let mut owner = connect(&config).await;
-            migrate::run(&mut owner).await.expect("migrate template");
-            let options = seed::SeedOptions {
-                scale: seed::Scale::Tiny,
-                seed: seed::DEFAULT_SEED,
-                if_seeded: seed::IfSeeded::Refuse,
-                progress: false,
-            };
-            seed::seed(&mut owner, options)
-                .await
-                .expect("seed template");
-            backfill::run(&mut owner, local_embedder().as_ref(), 32, false)
-                .await
-                .expect("embed the template's products");
-        }
-        // Renaming waits for nothing: the builder's connection is closed, but
-        // the server may take a moment to notice.
-        let mut renamed = false;
-        for _ in 0..50 {
-            if client
-                .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
-                .await
-                .is_ok()
-            {
-                renamed = true;
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-        assert!(renamed, "cannot rename {building} to {name}");
+        drop_stale_templates(&client).await;
+        build_template(&client, &admin, &name).await;
     }
     client
         .batch_execute(&format!(
@@ -325,6 +267,78 @@ async fn ensure_template() -> String {
         .await
         .expect("template unlock");
     name
+}
+
+/// Templates of older content are of no further use, once no other
+/// checkout sharing this cluster has built or used one for a day.
+async fn drop_stale_templates(client: &Client) {
+    let stale = client
+        .query(
+            "SELECT datname FROM pg_database d WHERE datname LIKE 'sqlmcp\\_tpl\\_%' \
+               AND substring(shobj_description(d.oid, 'pg_database') FROM '^used (\\d+)$')::bigint \
+                   < extract(epoch FROM now()) - 86400",
+            &[],
+        )
+        .await
+        .expect("pg_database");
+    for row in stale {
+        let stale: String = row.get(0);
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {stale} WITH (FORCE)"))
+            .await;
+    }
+}
+
+/// Builds the template under a temporary name and renames it when complete,
+/// so that an interrupted build never passes for a template.
+async fn build_template(client: &Client, admin: &Config, name: &str) {
+    let building = format!("{name}_building");
+    // one statement per call: neither may run inside a transaction block
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {building} WITH (FORCE)"))
+        .await
+        .expect("drop an unfinished template database");
+    client
+        .batch_execute(&format!("CREATE DATABASE {building}"))
+        .await
+        .expect("create template database");
+    let mut config = admin.clone();
+    config.dbname(&building);
+    fill_template(&config).await;
+    // Renaming waits for nothing: the builder's connection is closed, but
+    // the server may take a moment to notice.
+    let mut renamed = false;
+    for _ in 0..50 {
+        if client
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .await
+            .is_ok()
+        {
+            renamed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(renamed, "cannot rename {building} to {name}");
+}
+
+/// Migrates, seeds and embeds the database of `config`; its connection is
+/// closed on return, which renaming the database needs.
+async fn fill_template(config: &Config) {
+    let mut owner = connect(config).await;
+    migrate::run(&mut owner).await.expect("migrate template");
+    let options = seed::SeedOptions {
+        scale: seed::Scale::Tiny,
+        seed: seed::DEFAULT_SEED,
+        if_seeded: seed::IfSeeded::Refuse,
+        progress: false,
+    };
+    seed::seed(&mut owner, options)
+        .await
+        .expect("seed template");
+    backfill::run(&mut owner, local_embedder().as_ref(), 32, false)
+        .await
+        .expect("embed the template's products");
 }
 
 /// Opens a read-only transaction for `caller` with the identity statement
