@@ -9,7 +9,7 @@
 //! A run with nothing to do changes nothing.
 
 use anyhow::{Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+
 use pgvector::Vector;
 use tokio_postgres::Client;
 
@@ -49,7 +49,12 @@ pub async fn run(
     let model = embedder.model_id().to_owned();
     let batch_size = batch_size.clamp(1, embedder.max_batch().max(1));
     let (products, pending) = count(client, &model).await?;
-    let progress = progress_bar(show_progress && pending > 0, pending);
+    let progress = crate::progress::bar(
+        show_progress && pending > 0,
+        pending as u64,
+        "embedding",
+        "products",
+    );
     let select = client
         .prepare(&pending_sql("LIMIT $3"))
         .await
@@ -118,21 +123,6 @@ async fn count(client: &Client, model: &str) -> Result<(i64, i64)> {
         .await
         .context("cannot count the products to embed")?;
     Ok((counts.get(0), counts.get(1)))
-}
-
-fn progress_bar(shown: bool, pending: i64) -> ProgressBar {
-    if !shown {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(pending as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "embedding [{bar:40}] {human_pos}/{human_len} products, {per_sec}, eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 /// One batch of products, embedded.

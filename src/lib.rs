@@ -47,6 +47,7 @@ pub mod cli;
 pub mod db;
 pub mod embeddings;
 pub mod migrate;
+mod progress;
 pub mod secret;
 pub mod seed;
 pub mod server;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use futures_util::SinkExt;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 pub use assortment::{Assortment, Cents};
@@ -125,7 +125,12 @@ pub async fn seed(client: &mut Client, options: SeedOptions) -> Result<Option<Se
             })?;
     }
 
-    let progress = progress_bar(options.progress, data.row_count());
+    let progress = crate::progress::bar(
+        options.progress,
+        data.row_count() as u64,
+        "{msg:>20}",
+        "rows",
+    );
     load(&tx, &data, &progress).await?;
     progress.finish_and_clear();
 
@@ -170,21 +175,6 @@ async fn ensure_migrated(client: &Client) -> Result<()> {
         Some(n) if n >= expected => Ok(()),
         _ => bail!("the database is not migrated to this version; run `sqlmcp migrate` first"),
     }
-}
-
-fn progress_bar(visible: bool, rows: usize) -> ProgressBar {
-    if !visible {
-        return ProgressBar::hidden();
-    }
-    let bar = ProgressBar::new(rows as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{msg:>20} [{bar:40}] {human_pos}/{human_len} rows, {per_sec}, eta {eta}",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    bar
 }
 
 async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> Result<()> {

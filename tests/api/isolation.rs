@@ -201,11 +201,14 @@ async fn a_call_cannot_outlive_its_deadline_even_when_its_sql_lifts_the_timeout(
     assert_eq!(active_queries(&db, "pg_sleep(30)").await, 0);
 }
 
-/// Statements of the application role still running that contain `marker`.
+/// Statements of the application role still running that contain `marker`,
+/// after waiting up to 10 s for them to end: far less than the 30 s such a
+/// statement may run, so one nobody cancelled is still caught, and enough
+/// for a cancel to land on a loaded machine.
 async fn active_queries(db: &TestDb, marker: &str) -> i64 {
     let admin = db.owner().await;
     let mut running = 0;
-    for _ in 0..30 {
+    for _ in 0..100 {
         running = admin
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE usename = 'store_manager' \
