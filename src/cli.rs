@@ -108,12 +108,35 @@ struct ServeArgs {
     /// jwt: a JWKS file; tokens pick their key by `kid`.
     #[arg(long, env = "SQLMCP_JWKS_FILE")]
     jwks_file: Option<std::path::PathBuf>,
+    /// jwt: an OAuth authorization server whose tokens are accepted
+    /// (repeatable, or comma-separated). Its keys are found through its
+    /// metadata and fetched over HTTPS; the server then publishes its own
+    /// metadata as a protected resource (RFC 9728) and names it in every 401.
+    #[arg(
+        long = "oauth-issuer",
+        env = "SQLMCP_OAUTH_ISSUERS",
+        value_delimiter = ','
+    )]
+    oauth_issuers: Vec<String>,
+    /// jwt with --oauth-issuer: this server's `/mcp` URL as clients reach it
+    /// (e.g. https://mcp.example.com/mcp). Tokens must name it as their
+    /// audience (RFC 8707).
+    #[arg(long, env = "SQLMCP_RESOURCE_URL")]
+    resource_url: Option<String>,
+    /// jwt with --oauth-issuer: seconds between two fetches of an issuer's
+    /// keys caused by tokens with an unknown `kid`.
+    #[arg(long, env = "SQLMCP_OAUTH_REFETCH_SECONDS", default_value_t = 10)]
+    oauth_refetch_seconds: u64,
     /// jwt: the required `iss`.
     #[arg(long, env = "SQLMCP_JWT_ISSUER")]
     jwt_issuer: Option<String>,
     /// jwt: the required `aud`.
     #[arg(long, env = "SQLMCP_JWT_AUDIENCE")]
     jwt_audience: Option<String>,
+    /// jwt: a file of revoked token ids (`jti`), one per line; read again
+    /// when it changes, without a restart.
+    #[arg(long, env = "SQLMCP_JWT_REVOKED_FILE")]
+    jwt_revoked_file: Option<std::path::PathBuf>,
     /// jwt: the claim that holds the caller's id.
     #[arg(long, env = "SQLMCP_JWT_CLAIM", default_value = "sub")]
     jwt_claim: String,
@@ -272,6 +295,9 @@ fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
     if args.auth == AuthMode::Header {
         return Ok(auth::Authenticator::Header);
     }
+    if !args.oauth_issuers.is_empty() {
+        return oauth_authenticator(args);
+    }
     let key = match (&args.jwt_secret, &args.jwt_public_key, &args.jwks_file) {
         (Some(secret), None, None) => auth::JwtKey::Secret(secret.expose()),
         (None, Some(pem_file), None) => auth::JwtKey::PublicKey {
@@ -284,7 +310,7 @@ fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
         },
         (None, None, Some(jwks)) => auth::JwtKey::JwksFile(jwks),
         _ => anyhow::bail!(
-            "--auth jwt needs exactly one of --jwt-secret, --jwt-public-key or --jwks-file"
+            "--auth jwt needs exactly one of --jwt-secret, --jwt-public-key, --jwks-file or --oauth-issuer"
         ),
     };
     let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) else {
@@ -296,6 +322,40 @@ fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
             issuer,
             audience,
             claim: &args.jwt_claim,
+            revoked: args.jwt_revoked_file.as_deref(),
+        },
+    )?)))
+}
+
+/// JWT mode with the keys of OAuth authorization servers.
+fn oauth_authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
+    if args.jwt_secret.is_some() || args.jwt_public_key.is_some() || args.jwks_file.is_some() {
+        anyhow::bail!(
+            "--oauth-issuer takes the issuers' own keys: leave out --jwt-secret, --jwt-public-key and --jwks-file"
+        );
+    }
+    if args.jwt_issuer.is_some() || args.jwt_audience.is_some() {
+        anyhow::bail!(
+            "with --oauth-issuer the issuers are the --oauth-issuer values and the audience is --resource-url: leave out --jwt-issuer and --jwt-audience"
+        );
+    }
+    let Some(resource) = &args.resource_url else {
+        anyhow::bail!(
+            "--oauth-issuer needs --resource-url, this server's /mcp URL as clients reach it (e.g. https://mcp.example.com/mcp)"
+        );
+    };
+    reqwest::Url::parse(resource)
+        .map_err(|err| anyhow::anyhow!("--resource-url {resource}: {err}"))?;
+    Ok(auth::Authenticator::Jwt(Box::new(auth::JwtVerifier::new(
+        auth::JwtSettings {
+            key: auth::JwtKey::Issuers {
+                urls: &args.oauth_issuers,
+                refetch_every: std::time::Duration::from_secs(args.oauth_refetch_seconds),
+            },
+            issuer: "",
+            audience: resource,
+            claim: &args.jwt_claim,
+            revoked: args.jwt_revoked_file.as_deref(),
         },
     )?)))
 }
@@ -572,5 +632,62 @@ mod tests {
         for secret in secrets {
             assert!(!shown.contains(secret), "{secret} shows in {shown}");
         }
+    }
+
+    #[test]
+    fn oauth_issuers_need_a_resource_url_https_and_no_other_key() {
+        let serve = |extra: &[&str]| -> Result<auth::Authenticator> {
+            let mut args = vec![
+                "sqlmcp",
+                "serve",
+                "--database-url",
+                "postgres://store_manager@127.0.0.1/sqlmcp",
+                "--auth",
+                "jwt",
+            ];
+            args.extend(extra);
+            let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else {
+                unreachable!("serve parses as serve")
+            };
+            authenticator(&serve)
+        };
+        let issuer = ["--oauth-issuer", "https://idp.example.com/realms/zava"];
+        let resource = ["--resource-url", "https://mcp.example.com/mcp"];
+        let secret = "s".repeat(40);
+        let refused = [
+            (issuer.to_vec(), "--resource-url"),
+            (
+                [&issuer[..], &resource[..], &["--jwt-secret", &secret]].concat(),
+                "leave out --jwt-secret",
+            ),
+            (
+                [&issuer[..], &resource[..], &["--jwt-audience", "x"]].concat(),
+                "leave out --jwt-issuer and --jwt-audience",
+            ),
+            (
+                [
+                    &["--oauth-issuer", "http://idp.example.com"][..],
+                    &resource[..],
+                ]
+                .concat(),
+                "use https",
+            ),
+        ];
+        for (args, expected) in refused {
+            let Err(err) = serve(&args) else {
+                panic!("{args:?} is accepted")
+            };
+            assert!(format!("{err:#}").contains(expected), "{args:?}: {err:#}");
+        }
+        let accepted = serve(&[&issuer[..], &resource[..]].concat()).unwrap();
+        let jwt = accepted.jwt().unwrap();
+        assert_eq!(
+            jwt.protected_resource_url().unwrap(),
+            "https://mcp.example.com/.well-known/oauth-protected-resource/mcp"
+        );
+        assert_eq!(
+            jwt.protected_resource().unwrap()["authorization_servers"],
+            serde_json::json!(["https://idp.example.com/realms/zava"])
+        );
     }
 }

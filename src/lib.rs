@@ -5,7 +5,8 @@
 //! - [`cli`] — the `sqlmcp` command line: subcommands, flags and their
 //!   environment fallbacks. `main.rs` only calls [`cli::run`].
 //! - [`auth`] — how HTTP callers prove who they are: a trusted header or a
-//!   verified JWT.
+//!   verified JWT, whose keys may come from OAuth authorization servers
+//!   (`auth::issuers`, with the RFC 9728 metadata); revoked `jti`s.
 //! - [`caller`] — the caller's identity, a UUID that row-level security
 //!   filters by; only [`auth`] and the operator's flags make one from text.
 //! - [`secret`] — secrets from flags and the environment, which no `Debug`

@@ -55,10 +55,26 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
             settings.authenticator.clone(),
             authenticate,
         ))
+        .merge(protected_resource(&settings.authenticator))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// RFC 9728's metadata, at the well-known path with and without `/mcp`
+/// after it, when the server is an OAuth protected resource.
+fn protected_resource(authenticator: &Authenticator) -> axum::Router<Arc<State>> {
+    let Some(metadata) = authenticator.jwt().and_then(|jwt| jwt.protected_resource()) else {
+        return axum::Router::new();
+    };
+    let serve = move || {
+        let metadata = metadata.clone();
+        async move { axum::Json(metadata) }
+    };
+    axum::Router::new()
+        .route("/.well-known/oauth-protected-resource", get(serve.clone()))
+        .route("/.well-known/oauth-protected-resource/mcp", get(serve))
 }
 
 /// Puts the caller's verified identity into the request, or answers 401.
@@ -67,7 +83,7 @@ async fn authenticate(
     mut request: Request,
     next: Next,
 ) -> Response {
-    match authenticator.identify(request.headers()) {
+    match authenticator.identify(request.headers()).await {
         Ok(Some(caller)) => {
             request.extensions_mut().insert(caller);
             next.run(request).await
@@ -82,10 +98,16 @@ async fn authenticate(
         }
         Err(err) => {
             tracing::info!(error = %err, "refused a request: authentication failed");
+            // RFC 9728: where an OAuth client finds how to get a token
+            let metadata = authenticator
+                .jwt()
+                .and_then(|jwt| jwt.protected_resource_url())
+                .map(|url| format!(r#", resource_metadata="{url}""#))
+                .unwrap_or_default();
             let challenge = match &err {
-                AuthError::MissingToken => r#"Bearer realm="sqlmcp""#.to_owned(),
+                AuthError::MissingToken => format!(r#"Bearer realm="sqlmcp"{metadata}"#),
                 other => format!(
-                    r#"Bearer realm="sqlmcp", error="invalid_token", error_description="{other}""#
+                    r#"Bearer realm="sqlmcp"{metadata}, error="invalid_token", error_description="{other}""#
                 ),
             };
             let mut response = (StatusCode::UNAUTHORIZED, format!("{err}\n")).into_response();

@@ -169,6 +169,14 @@ impl Application {
         })?;
         let cancel = CancellationToken::new();
         let router = http::router(&settings, state.clone(), cancel.clone());
+        // an authorization server's keys load in the background: start-up
+        // does not wait for (or fail on) an issuer
+        let authenticator = settings.authenticator.clone();
+        tokio::spawn(async move {
+            if let Some(jwt) = authenticator.jwt() {
+                jwt.warm_up().await;
+            }
+        });
         Ok(Application {
             listener,
             router,

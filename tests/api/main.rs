@@ -13,6 +13,7 @@ mod identity;
 mod isolation;
 mod lifecycle;
 mod migrations;
+mod oauth;
 mod raw_sql;
 mod result_cache;
 mod rls;

@@ -115,6 +115,7 @@ pub async fn spawn_jwt_app() -> TestApp {
         issuer: "https://issuer.test",
         audience: "sqlmcp",
         claim: "sub",
+        revoked: None,
     })
     .unwrap();
     spawn_app_with(Arc::new(TestDb::seeded().await), |s| {

@@ -5,19 +5,28 @@
 //!   only for trusted networks.
 //! - `jwt`: an `Authorization: Bearer` token whose signature, `exp`, `nbf`,
 //!   `iss` and `aud` are verified with a pinned algorithm; the identity is a
-//!   configurable claim.
+//!   configurable claim. The keys come from a secret, a PEM file, a JWKS
+//!   file, or OAuth authorization servers ([`Issuers`]); with the latter the
+//!   server is an OAuth 2.1 protected resource and publishes its metadata
+//!   (RFC 9728).
 //! - stdio: a fixed identity from the configuration.
 //!
 //! A request without an identity gets none — never head office — unless the
 //! operator configured a default identity explicitly.
 
+mod issuers;
+pub mod revocation;
+
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use crate::caller::CallerId;
+pub use issuers::Issuers;
+pub use revocation::Revoked;
 
 pub const IDENTITY_HEADER: &str = "x-rls-user-id";
 
@@ -47,11 +56,19 @@ pub enum AuthError {
 const SINGLE_HEADERS: [&str; 2] = [IDENTITY_HEADER, "Authorization"];
 
 impl Authenticator {
+    /// The verifier of JWT mode.
+    pub fn jwt(&self) -> Option<&JwtVerifier> {
+        match self {
+            Authenticator::Jwt(verifier) => Some(verifier),
+            Authenticator::Header => None,
+        }
+    }
+
     /// The caller named by a request's headers; `Ok(None)` when the request
     /// names nobody (header mode without the header).
     /// A request that repeats `x-rls-user-id` or `Authorization` is refused
     /// in every mode, whichever header the mode reads.
-    pub fn identify(&self, headers: &http::HeaderMap) -> Result<Option<CallerId>, AuthError> {
+    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Option<CallerId>, AuthError> {
         if let Some(header) = SINGLE_HEADERS
             .into_iter()
             .find(|name| headers.get_all(*name).iter().nth(1).is_some())
@@ -79,7 +96,7 @@ impl Authenticator {
                             .or_else(|| v.strip_prefix("bearer "))
                     })
                     .ok_or(AuthError::MissingToken)?;
-                verifier.verify(token.trim()).map(Some)
+                verifier.verify(token.trim()).await.map(Some)
             }
         }
     }
@@ -90,12 +107,18 @@ pub struct JwtVerifier {
     keys: Keys,
     validation: Validation,
     claim: String,
+    /// This server's URL as an OAuth protected resource (the audience).
+    resource: Option<String>,
+    /// Tokens refused by their `jti` however valid otherwise.
+    revoked: Option<Revoked>,
 }
 
 enum Keys {
     One(DecodingKey, Algorithm),
     /// From a JWKS file, by key id.
-    Set(HashMap<String, (DecodingKey, Algorithm)>),
+    Set(issuers::KeySet),
+    /// From OAuth authorization servers, by issuer and key id.
+    Remote(Issuers),
 }
 
 /// Where the verification key comes from.
@@ -109,14 +132,26 @@ pub enum JwtKey<'a> {
     },
     /// RS256 or ES256 keys of a JWKS document, chosen by the token's `kid`.
     JwksFile(&'a Path),
+    /// The keys of OAuth authorization servers (`--oauth-issuer`), found
+    /// through their metadata; a token's `iss` must be one of them.
+    Issuers {
+        urls: &'a [String],
+        /// Unknown `kid`s make an issuer be asked again at most this often.
+        refetch_every: Duration,
+    },
 }
 
 pub struct JwtSettings<'a> {
     pub key: JwtKey<'a>,
+    /// The required `iss`; with [`JwtKey::Issuers`], any of theirs.
     pub issuer: &'a str,
+    /// The required `aud`: with [`JwtKey::Issuers`], this server's URL as
+    /// a protected resource (RFC 8707), published in its metadata.
     pub audience: &'a str,
     /// The claim holding the caller's id.
     pub claim: &'a str,
+    /// A file of revoked `jti`s, read again when it changes.
+    pub revoked: Option<&'a Path>,
 }
 
 impl JwtVerifier {
@@ -156,28 +191,18 @@ impl JwtVerifier {
                     .with_context(|| format!("cannot read the JWKS file {}", path.display()))?;
                 let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&text)
                     .with_context(|| format!("{} is not a JWKS document", path.display()))?;
-                let mut keys = HashMap::new();
-                for jwk in &set.keys {
-                    let Some(kid) = jwk.common.key_id.clone() else {
-                        bail!("{}: every key needs a `kid`", path.display());
-                    };
-                    let algorithm = match &jwk.algorithm {
-                        jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
-                        jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => {
-                            Algorithm::ES256
-                        }
-                        _ => bail!("{}: key {kid} is neither RSA nor EC", path.display()),
-                    };
-                    let key = DecodingKey::from_jwk(jwk)
-                        .with_context(|| format!("{}: key {kid} is unusable", path.display()))?;
-                    keys.insert(kid, (key, algorithm));
-                }
+                let keys = usable_keys(&set, &path.display().to_string(), true)?;
                 if keys.is_empty() {
                     bail!("{} holds no keys", path.display());
                 }
                 Keys::Set(keys)
             }
+            JwtKey::Issuers {
+                urls,
+                refetch_every,
+            } => Keys::Remote(Issuers::new(urls, refetch_every)?),
         };
+        let resource = matches!(keys, Keys::Remote(_)).then(|| settings.audience.to_owned());
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[settings.issuer]);
         validation.set_audience(&[settings.audience]);
@@ -188,23 +213,78 @@ impl JwtVerifier {
             keys,
             validation,
             claim: settings.claim.to_owned(),
+            resource,
+            revoked: settings.revoked.map(Revoked::load).transpose()?,
         })
     }
 
-    pub fn verify(&self, token: &str) -> Result<CallerId, AuthError> {
+    /// Fetches the issuers' keys ahead of the first token; start-up does
+    /// not wait for it.
+    pub async fn warm_up(&self) {
+        if let Keys::Remote(issuers) = &self.keys {
+            issuers.warm_up().await;
+        }
+    }
+
+    /// This server's metadata as an OAuth protected resource (RFC 9728),
+    /// when its keys come from authorization servers.
+    pub fn protected_resource(&self) -> Option<serde_json::Value> {
+        let (Keys::Remote(issuers), Some(resource)) = (&self.keys, &self.resource) else {
+            return None;
+        };
+        Some(serde_json::json!({
+            "resource": resource,
+            "authorization_servers": issuers.urls(),
+            "bearer_methods_supported": ["header"],
+            "resource_name": "sqlmcp",
+        }))
+    }
+
+    /// The URL of [`Self::protected_resource`]: RFC 9728's well-known path
+    /// in front of the resource's own path.
+    pub fn protected_resource_url(&self) -> Option<String> {
+        self.protected_resource()?;
+        let resource = reqwest::Url::parse(self.resource.as_deref()?).ok()?;
+        let mut url = resource.clone();
+        url.set_path(&format!(
+            "/.well-known/oauth-protected-resource{}",
+            resource.path().trim_end_matches('/')
+        ));
+        url.set_query(None);
+        Some(url.to_string())
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<CallerId, AuthError> {
         let invalid = |reason: &str| AuthError::InvalidToken(reason.to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             invalid("malformed, or signed with an algorithm sqlmcp never accepts (such as none)")
         })?;
+        let kid = || {
+            header
+                .kid
+                .as_deref()
+                .ok_or_else(|| invalid("no `kid` in the token header"))
+        };
+        let mut validation = self.validation.clone();
         let (key, algorithm) = match &self.keys {
-            Keys::One(key, algorithm) => (key, *algorithm),
-            Keys::Set(keys) => {
-                let kid = header
-                    .kid
-                    .as_deref()
-                    .ok_or_else(|| invalid("no `kid` in the token header"))?;
-                let (key, algorithm) = keys.get(kid).ok_or_else(|| invalid("unknown `kid`"))?;
-                (key, *algorithm)
+            Keys::One(key, algorithm) => (key.clone(), *algorithm),
+            Keys::Set(keys) => keys
+                .get(kid()?)
+                .cloned()
+                .ok_or_else(|| invalid("unknown `kid`"))?,
+            Keys::Remote(issuers) => {
+                // the issuer says where to find the key; the signature, checked
+                // next, says whether the issuer is telling the truth
+                let claims: serde_json::Map<String, serde_json::Value> =
+                    jsonwebtoken::dangerous::insecure_decode_claims(token)
+                        .map_err(|_| invalid("malformed claims"))?;
+                let iss = claims
+                    .get("iss")
+                    .and_then(|v| v.as_str())
+                    .ok_or_else(|| invalid("a required claim (exp, iss, aud) is missing"))?;
+                let key = issuers.key(iss, kid()?).await?;
+                validation.set_issuer(&[iss]);
+                key
             }
         };
         // The algorithm is the key's, never the token's: this refuses `none`
@@ -215,11 +295,10 @@ impl JwtVerifier {
                 header.alg
             )));
         }
-        let mut validation = self.validation.clone();
         validation.algorithms = vec![algorithm];
         let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(
             token,
-            key,
+            &key,
             &validation,
         )
         .map_err(|err| {
@@ -234,6 +313,13 @@ impl JwtVerifier {
                 _ => "cannot be verified",
             })
         })?;
+        if let (Some(revoked), Some(jti)) = (
+            &self.revoked,
+            data.claims.get("jti").and_then(|v| v.as_str()),
+        ) && revoked.contains(jti)
+        {
+            return Err(invalid("revoked"));
+        }
         let value = data
             .claims
             .get(&self.claim)
@@ -243,6 +329,41 @@ impl JwtVerifier {
             AuthError::InvalidToken(format!("the `{}` claim is not a UUID", self.claim))
         })
     }
+}
+
+/// The RS256 and ES256 keys of a JWKS document, by `kid`. `strict` (a
+/// file the operator wrote) refuses a key without a `kid` or of another
+/// kind; otherwise (an issuer's document, which may hold keys for other
+/// uses) such keys are left out.
+fn usable_keys(
+    set: &jsonwebtoken::jwk::JwkSet,
+    source: &str,
+    strict: bool,
+) -> Result<issuers::KeySet> {
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        let usable = || -> Result<(String, (DecodingKey, Algorithm))> {
+            let Some(kid) = jwk.common.key_id.clone() else {
+                bail!("{source}: every key needs a `kid`");
+            };
+            let algorithm = match &jwk.algorithm {
+                jsonwebtoken::jwk::AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                jsonwebtoken::jwk::AlgorithmParameters::EllipticCurve(_) => Algorithm::ES256,
+                _ => bail!("{source}: key {kid} is neither RSA nor EC"),
+            };
+            let key = DecodingKey::from_jwk(jwk)
+                .with_context(|| format!("{source}: key {kid} is unusable"))?;
+            Ok((kid, (key, algorithm)))
+        };
+        match usable() {
+            Ok((kid, key)) => {
+                keys.insert(kid, key);
+            }
+            Err(err) if strict => return Err(err),
+            Err(err) => tracing::debug!(error = %err, "left out a key"),
+        }
+    }
+    Ok(keys)
 }
 
 #[cfg(test)]
@@ -271,8 +392,8 @@ mod tests {
 
     /// With an RS256 or ES256 public key, a token must use that algorithm: an
     /// HS256 token "signed" with the public key as a secret is refused.
-    #[test]
-    fn public_key_verifiers_pin_the_algorithm() {
+    #[tokio::test]
+    async fn public_key_verifiers_pin_the_algorithm() {
         let fixtures = fixtures();
         for (algorithm, public, private) in [
             (Algorithm::RS256, "rsa-public.pem", "rsa-private.pem"),
@@ -286,6 +407,7 @@ mod tests {
                 issuer: "iss",
                 audience: "aud",
                 claim: "sub",
+                revoked: None,
             })
             .unwrap();
             let pem = std::fs::read(fixtures.join(private)).unwrap();
@@ -294,26 +416,27 @@ mod tests {
                 _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
             };
             let good = token(claims(SEATTLE, "aud", "iss", 300), algorithm, &signing);
-            assert_eq!(verifier.verify(&good).unwrap().to_string(), SEATTLE);
+            assert_eq!(verifier.verify(&good).await.unwrap().to_string(), SEATTLE);
             let public_pem = std::fs::read(fixtures.join(public)).unwrap();
             let confused = token(
                 claims(HEAD_OFFICE, "aud", "iss", 300),
                 Algorithm::HS256,
                 &jsonwebtoken::EncodingKey::from_secret(&public_pem),
             );
-            let err = verifier.verify(&confused).unwrap_err().to_string();
+            let err = verifier.verify(&confused).await.unwrap_err().to_string();
             assert!(err.contains("algorithm HS256 is not the expected"), "{err}");
         }
     }
 
-    #[test]
-    fn jwks_keys_are_chosen_by_kid() {
+    #[tokio::test]
+    async fn jwks_keys_are_chosen_by_kid() {
         let fixtures = fixtures();
         let verifier = JwtVerifier::new(JwtSettings {
             key: JwtKey::JwksFile(&fixtures.join("jwks.json")),
             issuer: "iss",
             audience: "aud",
             claim: "sub",
+            revoked: None,
         })
         .unwrap();
         let signing = jsonwebtoken::EncodingKey::from_rsa_pem(
@@ -328,6 +451,7 @@ mod tests {
         assert_eq!(
             verifier
                 .verify(&with_kid(Some("test-rsa")))
+                .await
                 .unwrap()
                 .to_string(),
             ONLINE
@@ -335,6 +459,7 @@ mod tests {
         assert!(
             verifier
                 .verify(&with_kid(Some("rotated-away")))
+                .await
                 .unwrap_err()
                 .to_string()
                 .contains("unknown `kid`")
@@ -342,19 +467,21 @@ mod tests {
         assert!(
             verifier
                 .verify(&with_kid(None))
+                .await
                 .unwrap_err()
                 .to_string()
                 .contains("no `kid`")
         );
     }
 
-    #[test]
-    fn tokens_not_valid_yet_are_refused() {
+    #[tokio::test]
+    async fn tokens_not_valid_yet_are_refused() {
         let verifier = JwtVerifier::new(JwtSettings {
             key: JwtKey::Secret(SECRET),
             issuer: "iss",
             audience: "aud",
             claim: "sub",
+            revoked: None,
         })
         .unwrap();
         let mut early = claims(SEATTLE, "aud", "iss", 7_200);
@@ -367,6 +494,7 @@ mod tests {
         assert!(
             verifier
                 .verify(&token)
+                .await
                 .unwrap_err()
                 .to_string()
                 .contains("not valid yet")
