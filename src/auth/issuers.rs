@@ -83,7 +83,8 @@ impl Issuers {
             issuers: urls
                 .iter()
                 .map(|url| Issuer {
-                    url: url.trim_end_matches('/').to_owned(),
+                    // compared exactly, as RFC 8414 says (Auth0's ends in `/`)
+                    url: url.clone(),
                     cache: RwLock::default(),
                     fetching: tokio::sync::Mutex::new(None),
                 })
@@ -115,7 +116,7 @@ impl Issuers {
         let issuer = self
             .issuers
             .iter()
-            .find(|i| i.url == iss.trim_end_matches('/'))
+            .find(|i| i.url == iss)
             .ok_or_else(|| invalid("wrong issuer".to_owned()))?;
         if let Some(key) = issuer.fresh_key(kid) {
             return Ok(key);
@@ -196,10 +197,11 @@ fn check_scheme(url: &reqwest::Url) -> Result<()> {
 /// The issuer's metadata URLs: RFC 8414's, then OpenID Connect's.
 fn metadata_urls(issuer: &str) -> Result<Vec<reqwest::Url>> {
     let parsed = reqwest::Url::parse(issuer)?;
-    let path = parsed.path().trim_end_matches('/');
+    let path = parsed.path().trim_end_matches('/').to_owned();
     let mut rfc8414 = parsed.clone();
     rfc8414.set_path(&format!("/.well-known/oauth-authorization-server{path}"));
-    let oidc = reqwest::Url::parse(&format!("{issuer}/.well-known/openid-configuration"))?;
+    let mut oidc = parsed;
+    oidc.set_path(&format!("{path}/.well-known/openid-configuration"));
     Ok(vec![rfc8414, oidc])
 }
 
@@ -215,9 +217,7 @@ async fn fetch_keys(http: &reqwest::Client, issuer: &str) -> Result<(KeySet, Dur
     let fresh_for = max_age(response.headers())
         .unwrap_or(DEFAULT_FRESH)
         .clamp(MIN_FRESH, MAX_FRESH);
-    let set: jsonwebtoken::jwk::JwkSet = response
-        .json()
-        .await
+    let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&capped(response).await?)
         .with_context(|| format!("{jwks_uri} is not a JWKS document"))?;
     let keys = super::usable_keys(&set, jwks_uri.as_ref(), false)?;
     Ok((keys, fresh_for))
@@ -229,7 +229,9 @@ async fn jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<reqwest::Url> 
     for url in metadata_urls(issuer)? {
         let document = match http.get(url.clone()).send().await {
             Ok(response) if response.status().is_success() => {
-                response.json::<serde_json::Value>().await
+                capped(response).await.and_then(|body| {
+                    serde_json::from_slice::<serde_json::Value>(&body).map_err(Into::into)
+                })
             }
             Ok(response) => {
                 failures.push(format!("{url}: HTTP {}", response.status()));
@@ -242,7 +244,7 @@ async fn jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<reqwest::Url> 
         };
         let document = document.with_context(|| format!("{url} is not JSON"))?;
         let named = document["issuer"].as_str().unwrap_or_default();
-        if named.trim_end_matches('/') != issuer {
+        if named != issuer {
             bail!("{url} names the issuer {named:?}, not {issuer:?}");
         }
         let jwks = document["jwks_uri"]
@@ -253,6 +255,26 @@ async fn jwks_uri(http: &reqwest::Client, issuer: &str) -> Result<reqwest::Url> 
         return Ok(jwks);
     }
     bail!("no metadata for {issuer}: {}", failures.join("; "))
+}
+
+/// The most of an issuer's document read: a JWKS is a few kilobytes.
+const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+
+/// A response's body, refused past [`MAX_DOCUMENT_BYTES`].
+async fn capped(mut response: reqwest::Response) -> Result<Vec<u8>> {
+    let url = response.url().clone();
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .with_context(|| format!("cannot read {url}"))?
+    {
+        if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
+            bail!("{url} is larger than {MAX_DOCUMENT_BYTES} bytes");
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// The `max-age` of a `Cache-Control` header (`no-store`/`no-cache`: none).
@@ -314,6 +336,16 @@ mod tests {
         assert_eq!(
             urls[1].as_str(),
             "https://idp.example.com/realms/zava/.well-known/openid-configuration"
+        );
+        // an issuer that ends in `/`, as Auth0's do
+        let urls = metadata_urls("https://zava.eu.auth0.com/").unwrap();
+        assert_eq!(
+            urls[0].as_str(),
+            "https://zava.eu.auth0.com/.well-known/oauth-authorization-server"
+        );
+        assert_eq!(
+            urls[1].as_str(),
+            "https://zava.eu.auth0.com/.well-known/openid-configuration"
         );
     }
 
