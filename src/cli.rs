@@ -182,6 +182,14 @@ struct ServeArgs {
     /// Seconds calls in flight may run on after a shutdown signal.
     #[arg(long, env = "SQLMCP_SHUTDOWN_SECONDS", default_value_t = 10)]
     shutdown_seconds: u64,
+    /// Serve /metrics on this address instead of the main one (e.g. a
+    /// private interface, 10.0.0.5:9100).
+    #[arg(long, env = "SQLMCP_METRICS_BIND")]
+    metrics_bind: Option<std::net::SocketAddr>,
+    /// /metrics asks for `Authorization: Bearer <token>`. With --auth jwt,
+    /// /metrics is served only with a token.
+    #[arg(long, env = "SQLMCP_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<Secret>,
     /// Log format (logs go to stderr).
     #[arg(long, env = "SQLMCP_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -401,6 +409,10 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
             statement_cache: args.statement_cache,
         },
         shutdown_deadline: std::time::Duration::from_secs(args.shutdown_seconds),
+        metrics: server::MetricsSettings {
+            bind: args.metrics_bind,
+            token: args.metrics_token.clone(),
+        },
         embedder: args.embedding.build()?,
         result_cache: (args.result_cache_ttl_ms > 0).then(|| server::result_cache::Settings {
             ttl: std::time::Duration::from_millis(args.result_cache_ttl_ms),
@@ -605,6 +617,7 @@ mod tests {
             "database-password",
             "sk-embedding-key",
             "app-role-password",
+            "metrics-token-value",
         ];
         let serve = Cli::try_parse_from([
             "sqlmcp",
@@ -617,6 +630,8 @@ mod tests {
             secrets[0],
             "--embedding-api-key",
             secrets[2],
+            "--metrics-token",
+            secrets[4],
         ])
         .unwrap();
         let migrate = Cli::try_parse_from([

@@ -56,10 +56,71 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
             authenticate,
         ))
         .merge(protected_resource(&settings.authenticator))
+        .merge(main_metrics(settings, state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// `/metrics` on the main address: not when it has an address of its own,
+/// nor with authentication on and no token to ask for.
+fn main_metrics(settings: &Settings, state: Arc<State>) -> axum::Router<Arc<State>> {
+    let authenticated = !matches!(*settings.authenticator, Authenticator::Header);
+    if settings.metrics.bind.is_some() {
+        return axum::Router::new();
+    }
+    if authenticated && settings.metrics.token.is_none() {
+        tracing::warn!(
+            "/metrics is off: with --auth jwt it needs --metrics-token (it shows every tenant's calls)"
+        );
+        return axum::Router::new();
+    }
+    metrics_router(&settings.metrics, state).with_state(())
+}
+
+/// `/metrics`, asking for the token when one is set.
+pub fn metrics_router(settings: &super::MetricsSettings, state: Arc<State>) -> axum::Router {
+    let router = axum::Router::new().route("/metrics", get(metrics));
+    let router = match settings.token.clone() {
+        Some(token) => router.layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            metrics_token,
+        )),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// 401 unless the request carries `Authorization: Bearer <--metrics-token>`.
+async fn metrics_token(
+    Extract(token): Extract<Arc<crate::secret::Secret>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    // compared in constant time: the token is a password
+    let matches = presented.is_some_and(|p| {
+        let (a, b) = (p.as_bytes(), token.expose().as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    });
+    if matches {
+        next.run(request).await
+    } else {
+        let mut response = (
+            StatusCode::UNAUTHORIZED,
+            "/metrics needs Authorization: Bearer <metrics token>\n",
+        )
+            .into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Bearer realm="sqlmcp-metrics""#),
+        );
+        response
+    }
 }
 
 /// RFC 9728's metadata, at the well-known path with and without `/mcp`

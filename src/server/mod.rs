@@ -70,6 +70,20 @@ pub struct Settings {
     pub result_cache: Option<result_cache::Settings>,
     /// How long in-flight calls may run on after shutdown begins.
     pub shutdown_deadline: Duration,
+    /// Where `/metrics` is served, and what it asks for.
+    pub metrics: MetricsSettings,
+}
+
+/// `/metrics` shows every tenant's calls and latencies: it may move to an
+/// address of its own, and it asks for a token when one is set. With
+/// authentication on (`--auth jwt`) and no token it is not served at all,
+/// so it is never public by accident.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` here instead of on the main address.
+    pub bind: Option<SocketAddr>,
+    /// `Authorization: Bearer <token>` required on `/metrics`.
+    pub token: Option<crate::secret::Secret>,
 }
 
 /// What every call shares.
@@ -143,11 +157,37 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
 pub struct Application {
     listener: tokio::net::TcpListener,
     router: axum::Router,
+    /// `/metrics` on an address of its own (`--metrics-bind`).
+    metrics: Option<(tokio::net::TcpListener, axum::Router)>,
     state: Arc<State>,
     cancel: CancellationToken,
     shutdown_deadline: Duration,
     header_timeout: Duration,
     max_connections: usize,
+}
+
+/// `/metrics` on its own address until `stop`.
+fn serve_metrics(listener: tokio::net::TcpListener, router: axum::Router, stop: CancellationToken) {
+    tokio::spawn(async move {
+        let served = axum::serve(listener, router)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        if let Err(err) = served {
+            tracing::error!(error = %err, "the metrics address stopped serving");
+        }
+    });
+}
+
+/// A listener on `address`; `flag` names the setting to change if it is taken.
+async fn listen(address: SocketAddr, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.map_err(|err| {
+        let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
+            format!(" (another process listens there; choose another address with {flag})")
+        } else {
+            String::new()
+        };
+        anyhow::anyhow!("cannot listen on {address}: {err}{hint}")
+    })
 }
 
 impl Application {
@@ -158,17 +198,23 @@ impl Application {
         if settings.header_timeout.is_zero() || settings.body_timeout.is_zero() {
             bail!("--header-timeout-ms and --body-timeout-ms must be at least 1");
         }
+        let authenticated = !matches!(*settings.authenticator, crate::auth::Authenticator::Header);
+        if authenticated && settings.metrics.bind.is_some() && settings.metrics.token.is_none() {
+            bail!(
+                "--metrics-bind with --auth jwt needs --metrics-token: /metrics shows every tenant's calls"
+            );
+        }
         let state = connect(&settings).await?;
-        let listener = tokio::net::TcpListener::bind(settings.bind).await.map_err(|err| {
-            let hint = if err.kind() == std::io::ErrorKind::AddrInUse {
-                " (another process listens there; choose another address with --bind or SQLMCP_BIND)"
-            } else {
-                ""
-            };
-            anyhow::anyhow!("cannot listen on {}: {err}{hint}", settings.bind)
-        })?;
+        let listener = listen(settings.bind, "--bind or SQLMCP_BIND").await?;
         let cancel = CancellationToken::new();
         let router = http::router(&settings, state.clone(), cancel.clone());
+        let metrics = match settings.metrics.bind {
+            Some(address) => Some((
+                listen(address, "--metrics-bind").await?,
+                http::metrics_router(&settings.metrics, state.clone()),
+            )),
+            None => None,
+        };
         // an authorization server's keys load in the background: start-up
         // does not wait for (or fail on) an issuer
         let authenticator = settings.authenticator.clone();
@@ -180,6 +226,7 @@ impl Application {
         Ok(Application {
             listener,
             router,
+            metrics,
             state,
             cancel,
             shutdown_deadline: settings.shutdown_deadline,
@@ -192,6 +239,15 @@ impl Application {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Where `/metrics` is served when it has an address of its own.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(listener, _)| {
+            listener
+                .local_addr()
+                .expect("a bound listener has an address")
+        })
     }
 
     /// Serves until `shutdown` completes; then stops accepting, gives
@@ -211,6 +267,7 @@ impl Application {
         let Application {
             listener,
             router,
+            metrics,
             state,
             cancel,
             shutdown_deadline,
@@ -223,6 +280,9 @@ impl Application {
         let connections = Arc::new(tokio::sync::Semaphore::new(
             max_connections.min(tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        if let Some((metrics_listener, metrics_router)) = metrics {
+            serve_metrics(metrics_listener, metrics_router, cancel.clone());
+        }
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
         loop {

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
+use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
+use sqlmcp::secret::Secret;
 use sqlmcp::server::{Application, Settings};
 
-use crate::helpers::server::{as_caller, call, settings, spawn_app, spawn_app_with, text};
+use crate::helpers::server::{
+    JWT_SECRET, as_caller, call, settings, spawn_app, spawn_app_with, text,
+};
 use crate::helpers::{SEATTLE, TableLock, TestDb};
 
 #[tokio::test]
@@ -144,6 +148,68 @@ async fn health_readiness_and_metrics() {
         assert!(metrics.contains(needle), "{needle} missing from\n{metrics}");
     }
     app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn metrics_move_to_their_own_address_ask_for_a_token_and_are_never_public_by_accident() {
+    let db = Arc::new(TestDb::seeded().await);
+    let token = "a-metrics-token-for-the-tests";
+    let status = |url: String, bearer: Option<&'static str>| async move {
+        let mut request = reqwest::Client::new().get(url);
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send().await.unwrap().status().as_u16()
+    };
+
+    // on an address of its own: gone from the main one, and asking for the token
+    let app = spawn_app_with(db.clone(), |s| {
+        s.metrics.bind = Some("127.0.0.1:0".parse().unwrap());
+        s.metrics.token = Some(Secret::new(token));
+    })
+    .await;
+    let own = format!("http://{}/metrics", app.metrics.unwrap());
+    assert_eq!(
+        status(app.url.replace("/mcp", "/metrics"), Some(token)).await,
+        404
+    );
+    assert_eq!(status(own.clone(), None).await, 401);
+    assert_eq!(
+        status(own.clone(), Some("a-metrics-token-for-the-test")).await,
+        401
+    );
+    assert_eq!(status(own.clone(), Some(token)).await, 200);
+    app.stop().await.unwrap();
+    assert!(
+        reqwest::get(&own).await.is_err(),
+        "it stops with the server"
+    );
+
+    // with authentication on and no token, /metrics is not served at all
+    let verifier = || {
+        JwtVerifier::new(JwtSettings {
+            key: JwtKey::Secret(JWT_SECRET),
+            issuer: "https://issuer.test",
+            audience: "sqlmcp",
+            claim: "sub",
+            revoked: None,
+        })
+        .unwrap()
+    };
+    let app = spawn_app_with(db.clone(), |s| {
+        s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier())))
+    })
+    .await;
+    assert_eq!(status(app.url.replace("/mcp", "/metrics"), None).await, 404);
+    app.stop().await.unwrap();
+    // and asking for an address of its own without a token is refused
+    let mut settings = settings(&db);
+    settings.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier())));
+    settings.metrics.bind = Some("127.0.0.1:0".parse().unwrap());
+    let Err(err) = Application::build(settings).await else {
+        panic!("starts with public metrics")
+    };
+    assert!(err.to_string().contains("--metrics-token"), "{err}");
 }
 
 #[tokio::test]

@@ -27,6 +27,8 @@ pub const JWT_SECRET: &str = "a test secret that is long enough for HS256";
 pub struct TestApp {
     /// Where it serves MCP: `http://127.0.0.1:<port>/mcp`.
     pub url: String,
+    /// Where `/metrics` is served when it has an address of its own.
+    pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
     _db: Arc<TestDb>,
@@ -80,6 +82,7 @@ pub fn settings(db: &TestDb) -> Settings {
         shutdown_deadline: Duration::from_secs(5),
         embedder: Some(local_embedder()),
         result_cache: None,
+        metrics: Default::default(),
     }
 }
 
@@ -91,12 +94,14 @@ pub async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) 
         .await
         .expect("the server starts");
     let url = format!("http://{}/mcp", application.local_addr());
+    let metrics = application.metrics_addr();
     let (stop, stopped_signal) = oneshot::channel::<()>();
     let stopped = tokio::spawn(application.run_until_stopped(async move {
         let _ = stopped_signal.await;
     }));
     TestApp {
         url,
+        metrics,
         stop: Some(stop),
         stopped,
         _db: db,
