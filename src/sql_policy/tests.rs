@@ -89,7 +89,7 @@ fn is_read_only_select(sql: &str) -> bool {
             .any(|node| tree.contains(&format!("\"{node}\"")))
 }
 
-/// Only names the catalogue does not know make the tool read it again.
+/// Only names the system catalog does not know make the tool read it again.
 #[test]
 fn unknown_names_are_told_apart_from_refused_ones() {
     let unknown = |sql: &str| check(sql, &names()).unwrap_err().unknown_name;

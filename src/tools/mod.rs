@@ -99,7 +99,7 @@ pub fn definitions() -> Vec<ToolDefinition> {
 }
 
 /// What the server tells a client about its tools when it connects: the
-/// generated tools are named from the catalogue, so a new `.sql` file
+/// generated tools are named from the query catalogue, so a new `.sql` file
 /// appears here too.
 pub fn instructions() -> String {
     let mut curated: Vec<&str> = curated::DEFINITIONS.iter().map(|tool| tool.name).collect();
@@ -364,7 +364,7 @@ mod tests {
     }
 
     #[test]
-    fn the_instructions_name_every_tool_from_the_catalogue() {
+    fn the_instructions_name_every_tool_from_the_query_catalogue() {
         let instructions = instructions();
         for tool in definitions() {
             assert!(instructions.contains(tool.name), "{}", tool.name);

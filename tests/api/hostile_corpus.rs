@@ -1,6 +1,6 @@
 //! More hostile inputs for `execute_sales_query`, found by reading
 //! PostgreSQL 18's grammar (gram.y: every production that builds a FuncCall,
-//! TypeCast or relation reference) and its function catalogue (pg_proc,
+//! TypeCast or relation reference) and its system catalog of functions (pg_proc,
 //! pg_cast, pg_operator), grouped by what they are after:
 //!
 //! * Escape — becoming someone else: set_config and current_setting reached
@@ -15,7 +15,7 @@
 //! * Write — data-modifying CTEs (UPDATE, MERGE … RETURNING), and functions
 //!   that write although called from a SELECT (lo_*, pg_restore_*_stats,
 //!   pg_clear_*_stats, brin_summarize_new_values, replication origins).
-//! * Snoop — the catalogue: reg* casts in every spelling (`::`, CAST,
+//! * Snoop — the system catalog: reg* casts in every spelling (`::`, CAST,
 //!   `type 'literal'`, function-style `regrole('…')`, `TREAT(… AS regclass)`),
 //!   implicit reg* input through pg_typeof, to_reg*, has_*_privilege,
 //!   pg_get_*, xml, SQL-syntax functions (CURRENT_USER, SYSTEM_USER,
@@ -320,7 +320,7 @@ pub const MORE_ATTACKS: &[(&str, &str, Class)] = &[
         "pg_import_system_collations",
         Write,
     ),
-    // Snoop: the catalogue, settings, files and the server: functions, reg* types and their input functions, xml, relations, SQL-syntax functions
+    // Snoop: the system catalog, settings, files and the server: functions, reg* types and their input functions, xml, relations, SQL-syntax functions
     (
         "SELECT * FROM pg_show_all_settings()",
         "pg_show_all_settings",

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use rmcp::model::ProtocolVersion;
@@ -44,44 +45,13 @@ impl AuthorizationServer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         state.issuer.set(url.clone()).unwrap();
-        let metadata = {
-            let state = state.clone();
-            move || {
-                let state = state.clone();
-                async move {
-                    if !state.up.load(Ordering::SeqCst) {
-                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                    }
-                    let issuer = state.issuer.get().unwrap();
-                    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")}))
-                        .into_response()
-                }
-            }
-        };
-        let keys = {
-            let state = state.clone();
-            move || {
-                let state = state.clone();
-                async move {
-                    if !state.up.load(Ordering::SeqCst) {
-                        return StatusCode::SERVICE_UNAVAILABLE.into_response();
-                    }
-                    state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
-                    let jwks = state.jwks.read().unwrap().clone();
-                    (
-                        [(header::CACHE_CONTROL, "public, max-age=300")],
-                        axum::Json(jwks),
-                    )
-                        .into_response()
-                }
-            }
-        };
         let router = axum::Router::new()
             .route(
                 "/.well-known/oauth-authorization-server",
                 axum::routing::get(metadata),
             )
-            .route("/jwks", axum::routing::get(keys));
+            .route("/jwks", axum::routing::get(keys))
+            .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, router).await });
         AuthorizationServer { url, state }
     }
@@ -110,6 +80,36 @@ impl AuthorizationServer {
         let key = jsonwebtoken::EncodingKey::from_rsa_pem(&fixture(pem)).unwrap();
         jsonwebtoken::encode(&header, &claims, &key).unwrap()
     }
+}
+
+impl Published {
+    /// A 503, while the authorization server is down.
+    fn down(&self) -> Option<axum::response::Response> {
+        (!self.up.load(Ordering::SeqCst)).then(|| StatusCode::SERVICE_UNAVAILABLE.into_response())
+    }
+}
+
+/// RFC 8414 metadata: the issuer and where its keys are.
+async fn metadata(State(state): State<Arc<Published>>) -> axum::response::Response {
+    if let Some(down) = state.down() {
+        return down;
+    }
+    let issuer = state.issuer.get().unwrap();
+    axum::Json(json!({"issuer": issuer, "jwks_uri": format!("{issuer}/jwks")})).into_response()
+}
+
+/// The JWKS, counted, with a cache lifetime.
+async fn keys(State(state): State<Arc<Published>>) -> axum::response::Response {
+    if let Some(down) = state.down() {
+        return down;
+    }
+    state.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    let jwks = state.jwks.read().unwrap().clone();
+    (
+        [(header::CACHE_CONTROL, "public, max-age=300")],
+        axum::Json(jwks),
+    )
+        .into_response()
 }
 
 fn fixture(name: &str) -> Vec<u8> {

@@ -20,7 +20,7 @@ pub(crate) enum Class {
     SideEffect,
     /// Changing who the caller is: the policy's job; the role cannot anyway.
     Escape,
-    /// Reading outside retail: the catalogue, settings, the server.
+    /// Reading outside retail: the system catalog, settings, the server.
     Snoop,
     /// Other tenants' volumes or credentials: statistics, estimates,
     /// `stores.rls_user_id`.
@@ -414,7 +414,7 @@ const ATTACKS: &[(&str, &str, Class)] = &[
         "function caller_is_head_office",
         Escape,
     ),
-    // catalogue snooping
+    // system catalog snooping
     (
         "SELECT * FROM pg_authid",
         "relation pg_authid not allowed",

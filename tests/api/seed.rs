@@ -145,7 +145,7 @@ async fn totals_are_consistent_with_quantity_price_and_discount() {
 }
 
 #[tokio::test]
-async fn stores_and_catalogue_match_the_contract() {
+async fn stores_and_assortment_match_the_contract() {
     let db = TestDb::seeded().await;
     let client = db.owner().await;
     let stores: Vec<(i32, String, String, bool)> = client

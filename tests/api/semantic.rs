@@ -1,4 +1,4 @@
-//! Semantic search on the shipped catalogue with the local model: relevance
+//! Semantic search on the shipped assortment with the local model: relevance
 //! of the answers, the HNSW index, and `sqlmcp embed`.
 
 use std::sync::Arc;
