@@ -353,12 +353,7 @@ fn statement_range(sql: &str, statement: &pg_query::protobuf::RawStmt) -> std::o
 
 /// The name of a node's type, as [`nodes`] spells it.
 fn node_name(node: Option<&NodeEnum>) -> &'static str {
-    let Some(node) = node else { return "empty" };
-    let wanted = std::mem::discriminant(node);
-    nodes::every_node()
-        .into_iter()
-        .find(|(_, _, each)| std::mem::discriminant(each) == wanted)
-        .map_or("unknown", |(name, _, _)| name)
+    node.map_or("empty", walk::node_type)
 }
 
 /// `EXPLAIN` of a `SELECT`, without `ANALYZE` (it would run the statement)

@@ -192,6 +192,14 @@ static MESSAGE_TYPES: LazyLock<HashMap<&'static str, (&'static str, NodeClass)>>
             .collect()
     });
 
+/// The node type of a node, as `NodeEnum` names it.
+pub(super) fn node_type(node: &pg_query::NodeEnum) -> &'static str {
+    match node.serialize(TypeNameOf) {
+        Err(TypeName(name)) => message_type(name).map_or("unknown", |(kind, _)| kind),
+        Ok(()) => "unknown",
+    }
+}
+
 /// The node type and class of a message type; `None` for the `Node`
 /// wrapper, which only holds one of them.
 fn message_type(name: &'static str) -> Option<(&'static str, NodeClass)> {
@@ -569,6 +577,14 @@ mod tests {
             message_type("SomeFutureNode"),
             Some(("SomeFutureNode", NodeClass::Refused))
         );
+    }
+
+    #[test]
+    fn a_node_is_named_by_its_node_type() {
+        let set = pg_query::NodeEnum::VariableSetStmt(Default::default());
+        assert_eq!(node_type(&set), "VariableSetStmt");
+        let value = pg_query::NodeEnum::SqlvalueFunction(Default::default());
+        assert_eq!(node_type(&value), "SqlvalueFunction");
     }
 
     #[test]
