@@ -88,17 +88,47 @@ impl Authenticator {
                     }),
             },
             Authenticator::Jwt(verifier) => {
-                let token = headers
-                    .get(http::header::AUTHORIZATION)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| {
-                        v.strip_prefix("Bearer ")
-                            .or_else(|| v.strip_prefix("bearer "))
-                    })
-                    .ok_or(AuthError::MissingToken)?;
-                verifier.verify(token.trim()).await.map(Some)
+                let token = bearer_token(headers).ok_or(AuthError::MissingToken)?;
+                verifier.verify(token).await.map(Some)
             }
         }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer_token(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+}
+
+/// This server's URL as an OAuth protected resource (the audience), and
+/// where its metadata is: RFC 9728's well-known path in front of the
+/// resource's own path.
+struct Resource {
+    url: String,
+    metadata_url: String,
+}
+
+impl Resource {
+    fn new(url: &str) -> Result<Resource> {
+        let resource =
+            reqwest::Url::parse(url).with_context(|| format!("the resource URL {url}"))?;
+        let mut metadata = resource.clone();
+        metadata.set_path(&format!(
+            "/.well-known/oauth-protected-resource{}",
+            resource.path().trim_end_matches('/')
+        ));
+        metadata.set_query(None);
+        Ok(Resource {
+            url: url.to_owned(),
+            metadata_url: metadata.to_string(),
+        })
     }
 }
 
@@ -107,8 +137,8 @@ pub struct JwtVerifier {
     keys: Keys,
     validation: Validation,
     claim: String,
-    /// This server's URL as an OAuth protected resource (the audience).
-    resource: Option<String>,
+    /// This server as an OAuth protected resource, with keys from issuers.
+    resource: Option<Resource>,
     /// Tokens refused by their `jti` however valid otherwise.
     revoked: Option<Revoked>,
 }
@@ -202,7 +232,10 @@ impl JwtVerifier {
                 refetch_every,
             } => Keys::Remote(Issuers::new(urls, refetch_every)?),
         };
-        let resource = matches!(keys, Keys::Remote(_)).then(|| settings.audience.to_owned());
+        let resource = match keys {
+            Keys::Remote(_) => Some(Resource::new(settings.audience)?),
+            _ => None,
+        };
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[settings.issuer]);
         validation.set_audience(&[settings.audience]);
@@ -233,25 +266,16 @@ impl JwtVerifier {
             return None;
         };
         Some(serde_json::json!({
-            "resource": resource,
+            "resource": resource.url,
             "authorization_servers": issuers.urls(),
             "bearer_methods_supported": ["header"],
             "resource_name": "sqlmcp",
         }))
     }
 
-    /// The URL of [`Self::protected_resource`]: RFC 9728's well-known path
-    /// in front of the resource's own path.
-    pub fn protected_resource_url(&self) -> Option<String> {
-        self.protected_resource()?;
-        let resource = reqwest::Url::parse(self.resource.as_deref()?).ok()?;
-        let mut url = resource.clone();
-        url.set_path(&format!(
-            "/.well-known/oauth-protected-resource{}",
-            resource.path().trim_end_matches('/')
-        ));
-        url.set_query(None);
-        Some(url.to_string())
+    /// The URL of [`Self::protected_resource`], made once.
+    pub fn protected_resource_url(&self) -> Option<&str> {
+        self.resource.as_ref().map(|r| r.metadata_url.as_str())
     }
 
     pub async fn verify(&self, token: &str) -> Result<CallerId, AuthError> {

@@ -65,11 +65,10 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
 /// `/metrics` on the main address: not when it has an address of its own,
 /// nor with authentication on and no token to ask for.
 fn main_metrics(settings: &Settings, state: Arc<State>) -> axum::Router<Arc<State>> {
-    let authenticated = !matches!(*settings.authenticator, Authenticator::Header);
     if settings.metrics.bind.is_some() {
         return axum::Router::new();
     }
-    if authenticated && settings.metrics.token.is_none() {
+    if settings.authenticator.jwt().is_some() && settings.metrics.token.is_none() {
         tracing::warn!(
             "/metrics is off: with --auth jwt it needs --metrics-token (it shows every tenant's calls)"
         );
@@ -97,11 +96,7 @@ async fn metrics_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+    let presented = crate::auth::bearer_token(request.headers());
     // compared in constant time: the token is a password
     let matches = presented.is_some_and(|p| {
         let (a, b) = (p.as_bytes(), token.expose().as_bytes());

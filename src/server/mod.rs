@@ -198,7 +198,7 @@ impl Application {
         if settings.header_timeout.is_zero() || settings.body_timeout.is_zero() {
             bail!("--header-timeout-ms and --body-timeout-ms must be at least 1");
         }
-        let authenticated = !matches!(*settings.authenticator, crate::auth::Authenticator::Header);
+        let authenticated = settings.authenticator.jwt().is_some();
         if authenticated && settings.metrics.bind.is_some() && settings.metrics.token.is_none() {
             bail!(
                 "--metrics-bind with --auth jwt needs --metrics-token: /metrics shows every tenant's calls"
