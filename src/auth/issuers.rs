@@ -58,8 +58,8 @@ struct Issuer {
 #[derive(Default)]
 struct Cache {
     keys: KeySet,
-    /// When the keys were fetched, and until when they are fresh.
-    fetched: Option<(Instant, Instant)>,
+    /// Until when the keys are fresh; `None` until a fetch succeeded.
+    fresh_until: Option<Instant>,
 }
 
 impl Issuers {
@@ -123,7 +123,13 @@ impl Issuers {
         }
         issuer.refresh(&self.http, self.refetch_every).await;
         issuer.any_key(kid).ok_or_else(|| {
-            if issuer.cache.read().expect("not poisoned").fetched.is_none() {
+            if issuer
+                .cache
+                .read()
+                .expect("not poisoned")
+                .fresh_until
+                .is_none()
+            {
                 invalid(format!(
                     "the keys of {} could not be fetched yet; try again shortly",
                     issuer.url
@@ -138,8 +144,7 @@ impl Issuers {
 impl Issuer {
     fn fresh_key(&self, kid: &str) -> Option<(DecodingKey, Algorithm)> {
         let cache = self.cache.read().expect("not poisoned");
-        let (_, fresh_until) = cache.fetched?;
-        if Instant::now() > fresh_until {
+        if Instant::now() > cache.fresh_until? {
             return None;
         }
         cache.keys.get(kid).cloned()
@@ -166,10 +171,9 @@ impl Issuer {
         match fetch_keys(http, &self.url).await {
             Ok((keys, fresh_for)) => {
                 tracing::info!(issuer = %self.url, keys = keys.len(), "fetched the issuer's keys");
-                let now = Instant::now();
                 *self.cache.write().expect("not poisoned") = Cache {
                     keys,
-                    fetched: Some((now, now + fresh_for)),
+                    fresh_until: Some(Instant::now() + fresh_for),
                 };
             }
             Err(err) => {
