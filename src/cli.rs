@@ -249,6 +249,10 @@ struct MigrateArgs {
     /// the migrations create without one.
     #[arg(long, env = "SQLMCP_APP_PASSWORD", hide_env_values = true)]
     app_password: Option<Secret>,
+    /// Also set the password of the audit log's role `sqlmcp_audit`, which
+    /// the migrations create without one.
+    #[arg(long, env = "SQLMCP_AUDIT_PASSWORD", hide_env_values = true)]
+    audit_password: Option<Secret>,
 }
 
 #[derive(Debug, Args)]
@@ -560,9 +564,14 @@ async fn run_migrate(args: MigrateArgs) -> Result<()> {
     for name in &applied {
         println!("applied {name}");
     }
-    if let Some(password) = &args.app_password {
-        migrate::set_app_password(&client, password.expose()).await?;
-        println!("set the password of role {}", migrate::APP_ROLE);
+    for (role, password) in [
+        (migrate::APP_ROLE, &args.app_password),
+        (migrate::AUDIT_ROLE, &args.audit_password),
+    ] {
+        if let Some(password) = password {
+            migrate::set_password(&client, role, password.expose()).await?;
+            println!("set the password of role {role}");
+        }
     }
     Ok(())
 }
@@ -618,6 +627,7 @@ mod tests {
             "sk-embedding-key",
             "app-role-password",
             "metrics-token-value",
+            "audit-role-password",
         ];
         let serve = Cli::try_parse_from([
             "sqlmcp",
@@ -641,6 +651,8 @@ mod tests {
             "postgres://sqlmcp:database-password@127.0.0.1/sqlmcp",
             "--app-password",
             secrets[3],
+            "--audit-password",
+            secrets[5],
         ])
         .unwrap();
         let shown = format!("{serve:?}\n{migrate:?}");

@@ -21,6 +21,9 @@ const MIGRATION_LOCK_KEY: i64 = 0x5351_4c4d_4350_0001;
 /// The role the server connects as; created by `V2__application_role.sql`.
 pub const APP_ROLE: &str = "store_manager";
 
+/// The role that appends to the audit log; created by `V7__audit_log.sql`.
+pub const AUDIT_ROLE: &str = "sqlmcp_audit";
+
 /// The migrations compiled into this binary, in version order.
 pub fn embedded() -> Vec<Migration> {
     let mut all = migrations::runner().get_migrations().clone();
@@ -235,20 +238,20 @@ pub async fn status(client: &impl tokio_postgres::GenericClient) -> Result<Statu
     })
 }
 
-/// Sets the application role's password (the migrations create it without one).
-pub async fn set_app_password(client: &Client, password: &str) -> Result<()> {
+/// Sets the password of `role` (the application role or the audit log's).
+pub async fn set_password(client: &Client, role: &str, password: &str) -> Result<()> {
     // DDL takes no bind parameters: let the server quote the literal.
     let row = client
         .query_one(
             "SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)",
-            &[&APP_ROLE, &password],
+            &[&role, &password],
         )
         .await?;
     let statement: String = row.get(0);
     client
         .batch_execute(&statement)
         .await
-        .with_context(|| format!("cannot set the password of role {APP_ROLE}"))
+        .with_context(|| format!("cannot set the password of role {role}"))
 }
 
 #[cfg(test)]
