@@ -17,6 +17,9 @@
 //!   server can sign and ended in the same round trip as the query.
 //! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
 //!   stdio, health and metrics endpoints, graceful shutdown.
+//! - [`audit`] — the audit log: an entry per tool call, written off the
+//!   call path in batches to `sqlmcp_audit.calls` (as an insert-only role)
+//!   and as JSON lines, with a disk spool while the table is unreachable.
 //! - [`sql_policy`] — which raw SQL may run: the parse-tree walk (through
 //!   serde's data model, over every field of every message), every node type
 //!   classified, and the reviewed allow-lists of functions and types.
@@ -32,7 +35,8 @@
 //! - [`backfill`] — `sqlmcp embed`: missing or stale product vectors, in
 //!   resumable batches.
 //! - [`migrate`] — the refinery migrations in `migrations/`, embedded in the
-//!   binary: schema, row-level-security policies and the application role.
+//!   binary: schema, row-level-security policies, the application role and
+//!   the audit log's table and role.
 //! - [`seed`] — deterministic Zava Retail sample data (the assortment in
 //!   `seed/assortment.tsv`, stores, customers, orders), bulk-loaded with COPY.
 //!
@@ -41,6 +45,7 @@
 //! `.sql` reader, shared by both build scripts) and `bench/` (benchmarks
 //! that print numbers).
 
+pub mod audit;
 pub mod auth;
 pub mod backfill;
 pub mod caller;

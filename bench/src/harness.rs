@@ -206,6 +206,8 @@ impl Server {
             .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
             .args(args)
             .env("DATABASE_URL", app_database_url)
+            // unaudited unless the bench's own arguments say otherwise
+            .env_remove("SQLMCP_AUDIT_DATABASE_URL")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::State;
 use super::result_cache::{Answer, Lookup};
+use crate::audit;
 use crate::caller::CallerId;
 use crate::tools::{self, ToolContext, ToolError};
 
@@ -45,6 +46,26 @@ impl Handler {
             .or(self.state.default_caller)
     }
 
+    /// The audit entry of a call beginning now.
+    fn audit_entry(
+        &self,
+        context: &RequestContext<RoleServer>,
+        caller: Option<CallerId>,
+        name: &str,
+        arguments: &Value,
+    ) -> audit::Entry {
+        let request = context.extensions.get::<http::request::Parts>();
+        let method = if request.is_some_and(|parts| parts.extensions.get::<CallerId>().is_some()) {
+            Some(self.state.audit.http_auth())
+        } else if self.fixed_caller.is_some() {
+            Some(audit::AuthMethod::Stdio)
+        } else {
+            caller.map(|_| audit::AuthMethod::Default)
+        };
+        let who = audit::Caller::new(caller, method);
+        audit::Entry::new(audit::request_id(request), who, name, arguments)
+    }
+
     /// The answer to a call, from the result cache when it is on and holds
     /// one for this tool, these arguments and this caller.
     async fn answer(
@@ -59,7 +80,7 @@ impl Handler {
         let shared = CancellationToken::new();
         let answer = |arguments, gone| async move {
             let output = self.call(&caller, name, arguments, gone).await?;
-            let rows = output.structured.get("row_count").and_then(Value::as_u64);
+            let rows = output.rows();
             Ok(Answer {
                 result: CallToolResult::structured(output.structured),
                 rows,
@@ -219,16 +240,28 @@ impl ServerHandler for Handler {
             ));
         }
         let started = Instant::now();
-        let Some(caller) = self.caller(&context) else {
+        let caller = self.caller(&context);
+        let arguments = request.arguments.map_or(Value::Null, Value::Object);
+        let entry = || self.audit_entry(&context, caller, &name, &arguments);
+        let audited = match self.state.audit.begin(entry).await {
+            Ok(audited) => audited,
+            Err(refused) => {
+                super::metrics::record_call(&name, "refused", started.elapsed());
+                return Ok(
+                    CallToolResult::error(vec![ContentBlock::text(refused.to_string())]).into(),
+                );
+            }
+        };
+        let Some(caller) = caller else {
             super::metrics::record_call(&name, "refused", started.elapsed());
             tracing::info!(tool = %name, outcome = "refused", "no caller identity");
-            return Ok(CallToolResult::error(vec![ContentBlock::text(
+            let result = CallToolResult::error(vec![ContentBlock::text(
                 "refused: this call names no caller. Send the x-rls-user-id header (header mode) or an \
                  Authorization: Bearer token (jwt mode), or configure a stdio caller or a default caller.",
-            )])
-            .into());
+            )]);
+            audited.failed(&result, audit::Outcome::Refused, "no_identity");
+            return Ok(result.into());
         };
-        let arguments = request.arguments.map_or(Value::Null, Value::Object);
         let outcome = self.answer(caller, &name, arguments, &context.ct).await;
         let elapsed = started.elapsed();
         match outcome {
@@ -236,12 +269,15 @@ impl ServerHandler for Handler {
                 super::metrics::record_call(&name, "ok", elapsed);
                 let cached = lookup == Lookup::Hit;
                 tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
+                audited.ok(&result, rows, cached);
                 Ok(result.into())
             }
             Err(err) => {
                 super::metrics::record_call(&name, "error", elapsed);
                 tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
-                Ok(CallToolResult::error(vec![ContentBlock::text(err.to_string())]).into())
+                let result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
+                audited.failed(&result, audit::Outcome::Error, audit::error_class(&err));
+                Ok(result.into())
             }
         }
     }

@@ -1,10 +1,11 @@
 //! The MCP server: Streamable HTTP (stateless by default) or stdio.
 //!
 //! [`Application::build`] connects, checks that the database role cannot
-//! bypass row-level security and that the migrations are current, and binds
-//! the listener (port 0 works, for tests); [`Application::run_until_stopped`]
-//! serves until the caller's shutdown future completes, then lets in-flight
-//! calls finish within a deadline and closes the pool.
+//! bypass row-level security and that the migrations are current, starts
+//! the audit log's writer, and binds the listener (port 0 works, for tests);
+//! [`Application::run_until_stopped`] serves until the caller's shutdown
+//! future completes, then lets in-flight calls finish within a deadline,
+//! writes the audit entries still queued and closes the pool.
 //!
 //! Slow clients are bounded: request headers must arrive within the header
 //! timeout (which also closes idle keep-alive connections), `/mcp` bodies
@@ -72,6 +73,8 @@ pub struct Settings {
     pub shutdown_deadline: Duration,
     /// Where `/metrics` is served, and what it asks for.
     pub metrics: MetricsSettings,
+    /// The audit log of every tool call; off by default.
+    pub audit: crate::audit::Settings,
 }
 
 /// `/metrics` shows every tenant's calls and latencies: it may move to an
@@ -100,6 +103,7 @@ pub struct State {
     pub sql_names: crate::tools::raw_sql::NamesCache,
     pub embedder: Option<Arc<dyn Embedder>>,
     pub result_cache: Option<result_cache::ResultCache>,
+    pub audit: crate::audit::Auditor,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -133,6 +137,13 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         bail!("refusing to serve: {status}");
     }
     drop(client);
+    let http_auth = match settings.authenticator.jwt() {
+        Some(_) => crate::audit::AuthMethod::Jwt,
+        None => crate::audit::AuthMethod::Header,
+    };
+    let audit =
+        crate::audit::Auditor::start(&settings.audit, settings.database.get_user(), http_auth)
+            .await?;
     if let Some(embedder) = settings.embedder.clone() {
         // Load the model while the server already answers; the first call
         // that needs it waits for this same load.
@@ -151,6 +162,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         sql_names: Default::default(),
         embedder: settings.embedder.clone(),
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),
+        audit,
     }))
 }
 
@@ -327,6 +339,7 @@ impl Application {
             }
         }
         cancel.cancel();
+        state.audit.close().await;
         state.pool.close();
         Ok(())
     }
@@ -356,6 +369,7 @@ pub async fn serve_stdio(settings: Settings, caller: Option<CallerId>) -> Result
         .await
         .context("the stdio client did not initialise")?;
     service.waiting().await.context("stdio session failed")?;
+    state.audit.close().await;
     state.pool.close();
     Ok(())
 }

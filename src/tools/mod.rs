@@ -172,6 +172,12 @@ impl ToolOutput {
     pub fn is_empty(&self) -> bool {
         self.structured["row_count"] == 0
     }
+
+    /// The rows returned: `row_count`, or `n` in raw SQL's compact shape.
+    pub fn rows(&self) -> Option<u64> {
+        let count = self.structured.get("row_count");
+        count.or_else(|| self.structured.get("n"))?.as_u64()
+    }
 }
 
 /// The bounds of every call, set once (from the command line) and passed

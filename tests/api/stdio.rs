@@ -22,6 +22,7 @@ fn launch_stdio_server(db: &TestDb) -> tokio::process::Child {
             "--database-url",
             &crate::helpers::url_of(&db.app_config()),
         ])
+        .env_remove("SQLMCP_AUDIT_DATABASE_URL")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

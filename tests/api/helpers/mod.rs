@@ -396,11 +396,13 @@ pub fn message(err: &tokio_postgres::Error) -> String {
         .unwrap_or_else(|| err.to_string())
 }
 
-/// Runs the `sqlmcp` binary with arguments and environment.
+/// Runs the `sqlmcp` binary with arguments and environment (and neither
+/// `DATABASE_URL` nor `SQLMCP_AUDIT_DATABASE_URL` of the tests' own).
 pub fn sqlmcp(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_sqlmcp"))
         .args(args)
         .env_remove("DATABASE_URL")
+        .env_remove("SQLMCP_AUDIT_DATABASE_URL")
         .envs(env.iter().copied())
         .output()
         .expect("run sqlmcp")

@@ -16,7 +16,8 @@ pub struct ServeProcess {
 
 impl ServeProcess {
     /// Runs `binary serve --bind 127.0.0.1:0 --log-format json` with `args`
-    /// (these name the database: `DATABASE_URL` is not passed on), and waits
+    /// (these name the database and the audit log's: neither `DATABASE_URL`
+    /// nor `SQLMCP_AUDIT_DATABASE_URL` is passed on), and waits
     /// up to 30 s until it logs the address it serves at. Its logs are read
     /// on, so that it never blocks writing them.
     pub async fn start(binary: &Path, args: &[&str]) -> ServeProcess {
@@ -24,6 +25,7 @@ impl ServeProcess {
             .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
             .env_remove("DATABASE_URL")
+            .env_remove("SQLMCP_AUDIT_DATABASE_URL")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)

@@ -83,6 +83,7 @@ pub fn settings(db: &TestDb) -> Settings {
         embedder: Some(local_embedder()),
         result_cache: None,
         metrics: Default::default(),
+        audit: Default::default(),
     }
 }
 

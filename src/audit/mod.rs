@@ -1,0 +1,546 @@
+//! The audit log: one entry per tool call, of who called which tool with
+//! which arguments, and how it went; never any result data.
+//!
+//! A call takes a place in a bounded queue before it runs ([`Auditor::begin`])
+//! and fills it in when it ends ([`Pending::ok`], [`Pending::failed`], or,
+//! if the call is dropped halfway, [`Pending`]'s `Drop`), so a call never
+//! waits for the audit log's I/O. A background writer (`writer.rs`) takes
+//! the entries in batches and writes them:
+//!
+//! - as JSON lines to stderr or a file, for log shippers (`--audit-log`);
+//! - into the table `sqlmcp_audit.calls` (migration `V7__audit_log.sql`),
+//!   through a connection of its own as `sqlmcp_audit`, a role that may only
+//!   insert there and that the application role can neither read nor write.
+//!
+//! Nothing is lost while the table is unreachable: batches go to a bounded
+//! spool (`spool.rs`) on local disk and are replayed when it returns. Every
+//! entry carries a unique id and is inserted with `ON CONFLICT DO NOTHING`,
+//! so a replay after a partial failure never writes one twice. When even the
+//! spool cannot take an entry (full, or failing), the entry is dropped and
+//! counted, and from then until an entry can be stored again the tools set
+//! to fail closed (`--audit-fail-closed`, by default `execute_sales_query`)
+//! are refused before they run; the others run on (fail open).
+
+mod json_lines;
+mod spool;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use rmcp::model::CallToolResult;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::caller::CallerId;
+use crate::tools::ToolError;
+
+/// Entries waiting for the writer at most; a call waits for a place when
+/// all are taken (the writer is then behind by this many entries).
+const QUEUE_ENTRIES: usize = 16_384;
+
+/// What `sqlmcp serve` audits, and where to.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The table, and the spool it falls back on; `None`: no table.
+    pub table: Option<TableSettings>,
+    /// JSON lines of every entry; `None`: none.
+    pub log: Option<LogTarget>,
+    /// A batch is written when it holds this many entries...
+    pub batch_size: usize,
+    /// ...or when this long has passed.
+    pub flush_every: Duration,
+    /// Which tools are refused while no entry can be stored.
+    pub fail_closed: FailClosed,
+}
+
+impl Default for Settings {
+    /// Off: no table, no JSON lines.
+    fn default() -> Settings {
+        Settings {
+            table: None,
+            log: None,
+            batch_size: 256,
+            flush_every: Duration::from_millis(200),
+            fail_closed: FailClosed::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TableSettings {
+    /// A connection as the insert-only role `sqlmcp_audit`.
+    pub database: tokio_postgres::Config,
+    /// Where entries wait while the table is unreachable. One server
+    /// process per directory.
+    pub spool_dir: PathBuf,
+    /// Bytes the spool holds at most.
+    pub spool_max_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogTarget {
+    Stderr,
+    /// Appended to; a log shipper may rotate it by copy and truncate.
+    File(PathBuf),
+}
+
+/// The tools refused, before they run, while the audit log cannot store an
+/// entry; all others run on without one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailClosed {
+    All,
+    /// These tools only (none when empty).
+    Tools(Vec<String>),
+}
+
+impl Default for FailClosed {
+    /// Raw SQL fails closed, the curated tools fail open.
+    fn default() -> FailClosed {
+        FailClosed::Tools(vec![crate::tools::raw_sql::NAME.to_owned()])
+    }
+}
+
+impl FailClosed {
+    fn covers(&self, tool: &str) -> bool {
+        match self {
+            FailClosed::All => true,
+            FailClosed::Tools(tools) => tools.iter().any(|t| t == tool),
+        }
+    }
+}
+
+/// How a caller proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    /// The trusted `x-rls-user-id` header.
+    Header,
+    /// A verified bearer token.
+    Jwt,
+    /// The stdio client's configured identity.
+    Stdio,
+    /// Named nobody; the operator's `--default-caller` was used.
+    Default,
+}
+
+/// Who called, as the entry records it.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// `None`: the call named no caller (and was refused).
+    pub id: Option<CallerId>,
+    pub auth_method: Option<AuthMethod>,
+    /// The token's `iss`, for JWT callers.
+    pub issuer: Option<String>,
+    /// The identity as the caller presented it: the token's subject, the
+    /// header's or the configuration's id.
+    pub subject: Option<String>,
+    /// The stores the caller may see; `None`: every store, or not known.
+    pub stores: Option<Vec<i32>>,
+}
+
+impl Caller {
+    /// A caller known by id only, as identities are today.
+    pub fn new(id: Option<CallerId>, auth_method: Option<AuthMethod>) -> Caller {
+        Caller {
+            id,
+            auth_method,
+            issuer: None,
+            subject: id.map(|id| id.to_string()),
+            stores: None,
+        }
+    }
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    /// The tool ran, or tried to, and failed.
+    Error,
+    /// Refused before it ran.
+    Refused,
+    /// Dropped before it ended (the connection closed, the server stopped).
+    Interrupted,
+}
+
+/// One line of the audit log and one row of `sqlmcp_audit.calls`: the field
+/// names are the table's columns.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// Tells audit lines from other log lines on a shared stream.
+    log: &'static str,
+    /// Unique, made here (UUIDv7, in time order): the key that keeps a
+    /// replayed entry from being written twice.
+    id: String,
+    /// When the call began.
+    at: chrono::DateTime<chrono::Utc>,
+    request_id: String,
+    caller_id: Option<String>,
+    auth_method: Option<AuthMethod>,
+    issuer: Option<String>,
+    subject: Option<String>,
+    stores: Option<Vec<i32>>,
+    tool: String,
+    arguments: Value,
+    outcome: Outcome,
+    error_class: Option<&'static str>,
+    row_count: Option<u64>,
+    bytes: Option<u64>,
+    duration_ms: f64,
+    cached: bool,
+}
+
+impl Entry {
+    /// The entry of a call of `tool` that begins now; its end is filled in
+    /// by [`Pending`].
+    pub fn new(request_id: String, caller: Caller, tool: &str, arguments: &Value) -> Entry {
+        Entry {
+            log: "audit",
+            id: uuid::Uuid::now_v7().to_string(),
+            at: chrono::Utc::now(),
+            request_id,
+            caller_id: caller.id.map(|id| id.to_string()),
+            auth_method: caller.auth_method,
+            issuer: caller.issuer,
+            subject: caller.subject,
+            stores: caller.stores,
+            tool: tool.to_owned(),
+            arguments: logged_arguments(arguments),
+            outcome: Outcome::Interrupted,
+            error_class: None,
+            row_count: None,
+            bytes: None,
+            duration_ms: 0.0,
+            cached: false,
+        }
+    }
+}
+
+/// The arguments as the entry records them: as the caller sent them, raw
+/// SQL text included.
+///
+/// Safe to log because they hold no secret: they are the `arguments` object
+/// of the MCP `tools/call` request, which every tool's input schema limits
+/// to query parameters (dates, ids, limits, search text, SQL). Credentials
+/// never travel there: the bearer token and the identity header are HTTP
+/// headers, which no entry reads (an entry names the caller by the verified
+/// identity alone), and database and API credentials live in the server's
+/// configuration. Should a tool ever take a secret argument, this is the
+/// place to leave it out.
+///
+/// NUL characters become U+FFFD: PostgreSQL's `jsonb` cannot hold them, and
+/// a batch it refused would be an entry lost.
+pub fn logged_arguments(arguments: &Value) -> Value {
+    match arguments {
+        Value::String(text) if text.contains('\0') => Value::String(text.replace('\0', "\u{fffd}")),
+        Value::Array(items) => Value::Array(items.iter().map(logged_arguments).collect()),
+        Value::Object(fields) => Value::Object(
+            fields
+                .iter()
+                .map(|(key, value)| (key.replace('\0', "\u{fffd}"), logged_arguments(value)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The request id: a proxy's `x-request-id`, when the request carries a
+/// sensible one (1 to 128 printable ASCII characters), otherwise a new UUID.
+pub fn request_id(request: Option<&http::request::Parts>) -> String {
+    request
+        .and_then(|parts| parts.headers.get("x-request-id"))
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_owned)
+}
+
+/// The kind of a tool failure, for the `error_class` column.
+pub fn error_class(err: &ToolError) -> &'static str {
+    match err {
+        ToolError::UnknownTool(_) => "unknown_tool",
+        ToolError::InvalidArgument { .. } | ToolError::InvalidArguments(_) => "invalid_arguments",
+        ToolError::Unavailable(_) => "unavailable",
+        ToolError::NoEmbeddingModel | ToolError::Embedding(_) => "embedding",
+        ToolError::Timeout => "timeout",
+        ToolError::Database(_) => "database",
+    }
+}
+
+/// A call refused because the audit log cannot record it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "refused: this call cannot be audited right now (the audit log's table is unreachable and \
+     its local spool is full or failing), and `{0}` only runs when it can be audited; try again later"
+)]
+pub struct Refused(String);
+
+/// Hands entries to the writer; off when nothing is audited.
+#[derive(Default)]
+pub struct Auditor {
+    inner: Option<Inner>,
+}
+
+struct Inner {
+    queue: mpsc::Sender<Entry>,
+    /// Whether the writer could store (in the table or the spool) every
+    /// entry of its last batch.
+    storable: Arc<AtomicBool>,
+    fail_closed: FailClosed,
+    http_auth: AuthMethod,
+    stop: CancellationToken,
+    writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Auditor {
+    /// Opens the JSON-lines file, connects to the table and checks its
+    /// roles (`app_role`, the application role, must not reach it), opens
+    /// the spool, and starts the writer. `http_auth` is how HTTP callers
+    /// authenticate on this server.
+    pub async fn start(
+        settings: &Settings,
+        app_role: Option<&str>,
+        http_auth: AuthMethod,
+    ) -> Result<Auditor> {
+        if settings.table.is_none() && settings.log.is_none() {
+            return Ok(Auditor::default());
+        }
+        if settings.batch_size == 0 || settings.flush_every.is_zero() {
+            anyhow::bail!("--audit-batch-size and --audit-flush-ms must be at least 1");
+        }
+        let (queue, entries) = mpsc::channel(QUEUE_ENTRIES);
+        let storable = Arc::new(AtomicBool::new(true));
+        let stop = CancellationToken::new();
+        let writer = writer::Writer::open(settings, app_role, storable.clone()).await?;
+        let task = tokio::spawn(writer.run(entries, stop.clone()));
+        Ok(Auditor {
+            inner: Some(Inner {
+                queue,
+                storable,
+                fail_closed: settings.fail_closed.clone(),
+                http_auth,
+                stop,
+                writer: Mutex::new(Some(task)),
+            }),
+        })
+    }
+
+    /// How HTTP callers authenticate, as entries name it.
+    pub fn http_auth(&self) -> AuthMethod {
+        self.inner
+            .as_ref()
+            .map_or(AuthMethod::Header, |inner| inner.http_auth)
+    }
+
+    /// Takes the queue place of a call about to run, with its `entry` (made
+    /// only when auditing is on), or refuses the call when it fails closed
+    /// and the audit log cannot store entries now (the refusal is itself
+    /// recorded, as far as it can be).
+    pub async fn begin(&self, entry: impl FnOnce() -> Entry) -> Result<Pending, Refused> {
+        let started = Instant::now();
+        let Some(inner) = &self.inner else {
+            return Ok(Pending::off());
+        };
+        let entry = entry();
+        let permit = inner.queue.clone().reserve_owned().await.ok();
+        let storable = permit.is_some() && inner.storable.load(Ordering::Relaxed);
+        if storable || !inner.fail_closed.covers(&entry.tool) {
+            if permit.is_none() {
+                writer::count("dropped", 1);
+            }
+            return Ok(Pending {
+                slot: permit.map(|permit| (permit, entry)),
+                started,
+            });
+        }
+        let refused = Refused(entry.tool.clone());
+        metrics::counter!("sqlmcp_audit_refused_calls_total").increment(1);
+        tracing::warn!(tool = %entry.tool, "refused a call: the audit log cannot store entries");
+        let mut pending = Pending {
+            slot: permit.map(|permit| (permit, entry)),
+            started,
+        };
+        pending.end(
+            Outcome::Refused,
+            Some("audit_unavailable"),
+            None,
+            None,
+            false,
+        );
+        Err(refused)
+    }
+
+    /// Stops the writer once the queue is empty: the entries still queued
+    /// reach the table, or the spool when the table is unreachable. Calls
+    /// still running get a few seconds to end.
+    pub async fn close(&self) {
+        let Some(inner) = &self.inner else { return };
+        inner.stop.cancel();
+        let task = inner.writer.lock().expect("never poisoned").take();
+        if let Some(task) = task
+            && let Err(err) = task.await
+        {
+            tracing::error!(error = %err, "the audit log's writer failed");
+        }
+    }
+}
+
+/// A call's place in the queue, with its entry so far; sent when the call
+/// ends. A call dropped before it ended is recorded as interrupted.
+pub struct Pending {
+    slot: Option<(mpsc::OwnedPermit<Entry>, Entry)>,
+    started: Instant,
+}
+
+impl Pending {
+    fn off() -> Pending {
+        Pending {
+            slot: None,
+            started: Instant::now(),
+        }
+    }
+
+    /// The call answered `result`.
+    pub fn ok(mut self, result: &CallToolResult, rows: Option<u64>, cached: bool) {
+        self.end(Outcome::Ok, None, rows, Some(answer_bytes(result)), cached);
+    }
+
+    /// The call failed or was refused, and answered `result`.
+    pub fn failed(mut self, result: &CallToolResult, outcome: Outcome, class: &'static str) {
+        self.end(
+            outcome,
+            Some(class),
+            None,
+            Some(answer_bytes(result)),
+            false,
+        );
+    }
+
+    fn end(
+        &mut self,
+        outcome: Outcome,
+        error_class: Option<&'static str>,
+        row_count: Option<u64>,
+        bytes: Option<u64>,
+        cached: bool,
+    ) {
+        let Some((permit, mut entry)) = self.slot.take() else {
+            return;
+        };
+        entry.outcome = outcome;
+        entry.error_class = error_class;
+        entry.row_count = row_count;
+        entry.bytes = bytes;
+        entry.cached = cached;
+        entry.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        permit.send(entry);
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        self.end(Outcome::Interrupted, None, None, None, false);
+    }
+}
+
+/// The size of the text sent back, in bytes.
+fn answer_bytes(result: &CallToolResult) -> u64 {
+    result
+        .content
+        .iter()
+        .filter_map(|content| content.as_text())
+        .map(|text| text.text.len() as u64)
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn arguments_are_logged_as_sent_but_for_nul_characters() {
+        let sent =
+            json!({"query": "SELECT 1 -- \u{0}", "max_rows": 5, "nested": [{"k\u{0}": "\u{0}"}]});
+        assert_eq!(
+            logged_arguments(&sent),
+            json!({"query": "SELECT 1 -- \u{fffd}", "max_rows": 5, "nested": [{"k\u{fffd}": "\u{fffd}"}]})
+        );
+        let plain = json!({"query": "SELECT store_name FROM retail.stores"});
+        assert_eq!(logged_arguments(&plain), plain);
+    }
+
+    #[test]
+    fn a_request_id_is_a_sensible_header_or_a_new_uuid() {
+        let parts = |value: &str| {
+            let request = http::Request::builder()
+                .header("x-request-id", value)
+                .body(())
+                .unwrap();
+            request.into_parts().0
+        };
+        assert_eq!(request_id(Some(&parts("req-42"))), "req-42");
+        for odd in ["", "has space", &"x".repeat(129)] {
+            let made = request_id(Some(&parts(odd)));
+            assert!(uuid::Uuid::parse_str(&made).is_ok(), "{odd:?} gave {made}");
+        }
+        assert!(uuid::Uuid::parse_str(&request_id(None)).is_ok());
+    }
+
+    #[test]
+    fn the_entry_names_the_table_columns_and_no_more() {
+        let caller = Caller::new(
+            Some(CallerId::for_tests("f47ac10b-58cc-4372-a567-0e02b2c3d479")),
+            Some(AuthMethod::Header),
+        );
+        let entry = Entry::new("r1".into(), caller, "top_products", &json!({"limit": 3}));
+        let line = serde_json::to_value(&entry).unwrap();
+        let keys: Vec<&str> = line
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "log",
+                "id",
+                "at",
+                "request_id",
+                "caller_id",
+                "auth_method",
+                "issuer",
+                "subject",
+                "stores",
+                "tool",
+                "arguments",
+                "outcome",
+                "error_class",
+                "row_count",
+                "bytes",
+                "duration_ms",
+                "cached"
+            ]
+        );
+        assert_eq!(line["auth_method"], "header");
+        assert_eq!(line["subject"], "f47ac10b-58cc-4372-a567-0e02b2c3d479");
+        let columns: Vec<&str> = writer::COLUMNS.iter().map(|(name, _)| *name).collect();
+        assert_eq!(columns, keys[1..]);
+    }
+
+    #[test]
+    fn raw_sql_fails_closed_and_the_rest_open_by_default() {
+        let default = FailClosed::default();
+        assert!(default.covers("execute_sales_query"));
+        assert!(!default.covers("top_products"));
+        assert!(FailClosed::All.covers("top_products"));
+        assert!(!FailClosed::Tools(vec![]).covers("execute_sales_query"));
+    }
+}
