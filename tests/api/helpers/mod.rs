@@ -38,7 +38,8 @@ const TEMPLATE_LOCK_KEY: i64 = 0x5351_4c4d_4350_0002;
 
 const HOW_TO_START: &str = "integration tests need PostgreSQL with pgvector: run `scripts/test`, \
      or start one with `scripts/dev-db start` and `eval \"$(scripts/dev-db env)\"` \
-     (DATABASE_URL: a role that may create databases; SQLMCP_APP_DATABASE_URL: the store_manager role)";
+     (DATABASE_URL: a role that may create databases; SQLMCP_APP_DATABASE_URL: the store_manager role; \
+     SQLMCP_AUDIT_DATABASE_URL: the sqlmcp_audit role)";
 
 fn env_config(var: &str) -> Config {
     let url = std::env::var(var).unwrap_or_else(|_| panic!("{var} is not set; {HOW_TO_START}"));
@@ -144,6 +145,13 @@ impl TestDb {
     /// Connection settings of the application role `store_manager`.
     pub fn app_config(&self) -> Config {
         let mut config = env_config("SQLMCP_APP_DATABASE_URL");
+        config.dbname(&self.name);
+        config
+    }
+
+    /// Connection settings of the audit log's insert-only role `sqlmcp_audit`.
+    pub fn audit_config(&self) -> Config {
+        let mut config = env_config("SQLMCP_AUDIT_DATABASE_URL");
         config.dbname(&self.name);
         config
     }
