@@ -17,7 +17,8 @@ FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sqlmcp
+    && useradd --system --uid 10001 --home-dir /nonexistent --shell /usr/sbin/nologin sqlmcp \
+    && install -d -o sqlmcp -g sqlmcp -m 700 /var/lib/sqlmcp
 COPY --from=build /usr/local/bin/sqlmcp /usr/local/bin/sqlmcp
 COPY --from=model /model /usr/share/sqlmcp/model
 ENV SQLMCP_MODEL_DIR=/usr/share/sqlmcp/model
