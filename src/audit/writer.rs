@@ -1,7 +1,9 @@
 //! The audit log's writer, a task of its own: it takes entries from the
 //! queue in batches (every `batch_size` entries, or `flush_every`), writes
 //! each batch as JSON lines, and inserts it into `sqlmcp_audit.calls` in
-//! one statement per few MiB, through a connection of its own.
+//! one statement per few MiB, through a connection of its own. No statement
+//! is prepared by name, so the connection may go through a PgBouncer in
+//! transaction pooling mode, of any version.
 //!
 //! When the table is unreachable (no connection within a timeout, the
 //! connection lost, an insert failing or timing out), batches go to the
@@ -18,7 +20,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_postgres::{Config, NoTls, Statement};
+use tokio_postgres::types::Type;
+use tokio_postgres::{Config, NoTls};
 use tokio_util::sync::CancellationToken;
 
 use super::json_lines::JsonLines;
@@ -108,17 +111,14 @@ impl Writer {
         };
         let table = match &settings.table {
             Some(table) => {
-                let client = Connection::connect(&table.database).await.map_err(|err| {
+                let connection = Connection::open(&table.database).await.map_err(|err| {
                     anyhow::anyhow!(
                         "cannot connect to the audit log's database at {}: {err} (for a local one: \
                          scripts/dev-db url audit)",
                         crate::db::describe(&table.database)
                     )
                 })?;
-                check_roles(&client, app_role).await?;
-                let connection = Connection::prepare(client).await.map_err(|err| {
-                    anyhow::anyhow!("cannot prepare the audit log's insert: {err}")
-                })?;
+                check_roles(&connection.client, app_role).await?;
                 let (dir, max_bytes) = (table.spool_dir.clone(), table.spool_max_bytes);
                 let spool = tokio::task::spawn_blocking(move || Spool::open(&dir, max_bytes))
                     .await?
@@ -327,18 +327,14 @@ enum Outage {
     Timeout,
 }
 
-/// The connection to the table, with its INSERT prepared.
+/// The connection to the table, with the text of its INSERT.
 struct Connection {
     client: tokio_postgres::Client,
-    insert: Statement,
+    insert: String,
 }
 
 impl Connection {
     async fn open(config: &Config) -> Result<Connection, Outage> {
-        Connection::prepare(Connection::connect(config).await?).await
-    }
-
-    async fn connect(config: &Config) -> Result<tokio_postgres::Client, Outage> {
         let (client, connection) = tokio::time::timeout(TABLE_TIMEOUT, config.connect(NoTls))
             .await
             .map_err(|_| Outage::Timeout)??;
@@ -347,14 +343,10 @@ impl Connection {
                 tracing::debug!(error = %err, "the audit log's database connection closed");
             }
         });
-        Ok(client)
-    }
-
-    async fn prepare(client: tokio_postgres::Client) -> Result<Connection, Outage> {
-        let insert = tokio::time::timeout(TABLE_TIMEOUT, client.prepare(&insert_statement()))
-            .await
-            .map_err(|_| Outage::Timeout)??;
-        Ok(Connection { client, insert })
+        Ok(Connection {
+            client,
+            insert: insert_statement(),
+        })
     }
 
     /// Inserts `lines`, a few MiB per statement; `in_table` counts the lines
@@ -373,12 +365,16 @@ impl Connection {
         Ok(inserted)
     }
 
+    /// One INSERT, as an unnamed statement: parsed, bound and run in one
+    /// round trip.
     async fn execute(&self, lines: &[String]) -> Result<usize, Outage> {
         let array = format!("[{}]", lines.join(","));
-        let inserted =
-            tokio::time::timeout(TABLE_TIMEOUT, self.client.execute(&self.insert, &[&array]))
-                .await
-                .map_err(|_| Outage::Timeout)??;
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 1] =
+            [(&array, Type::TEXT)];
+        let insert = self.client.execute_typed(&self.insert, &params);
+        let inserted = tokio::time::timeout(TABLE_TIMEOUT, insert)
+            .await
+            .map_err(|_| Outage::Timeout)??;
         Ok(inserted as usize)
     }
 
@@ -468,9 +464,11 @@ fn is_data_error(err: &tokio_postgres::Error) -> bool {
 /// Refuses an audit connection that could do more than insert, or a table
 /// the application role `app_role` could reach.
 async fn check_roles(client: &tokio_postgres::Client, app_role: Option<&str>) -> Result<()> {
-    // by oid: a role without USAGE on the schema could not even name the table
+    // by oid: a role without USAGE on the schema could not even name the
+    // table; unnamed, like the inserts, for a PgBouncer in between
+    let app_role = app_role.unwrap_or("");
     let row = client
-        .query_opt(
+        .query_typed_opt(
             "SELECT current_user::text, \
                     has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'INSERT'), \
                     has_table_privilege(c.oid, 'SELECT, UPDATE, DELETE, TRUNCATE'), \
@@ -479,7 +477,7 @@ async fn check_roles(client: &tokio_postgres::Client, app_role: Option<&str>) ->
                            OR pg_has_role($1::text::name, current_user, 'MEMBER')) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = 'sqlmcp_audit' AND c.relname = 'calls'",
-            &[&app_role.unwrap_or("")],
+            &[(&app_role, Type::TEXT)],
         )
         .await
         .map_err(|err| anyhow::anyhow!("cannot inspect the audit log's role: {}", Outage::from(err)))?
@@ -504,7 +502,7 @@ async fn check_roles(client: &tokio_postgres::Client, app_role: Option<&str>) ->
         bail!(
             "refusing to audit: the application role {} can read, write or act as the audit log's role; \
              revoke its privileges on sqlmcp_audit.calls and its membership of {role}",
-            app_role.unwrap_or_default()
+            app_role
         );
     }
     Ok(())
