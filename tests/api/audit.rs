@@ -297,11 +297,14 @@ async fn entries_queued_at_shutdown_reach_the_table_or_the_spool_and_a_restart_r
 
     restore_audit(&db).await;
     let app = spawn_app_with(db.clone(), |s| s.audit = audited(&db, &scratch)).await;
-    wait_until("the spool is replayed", || async {
-        count(&db, "SELECT count(*) FROM sqlmcp_audit.calls").await == 10
+    wait_until("the spool is replayed and emptied", || async {
+        scratch.spooled("spool") == 0
     })
     .await;
-    assert_eq!(scratch.spooled("spool"), 0);
+    assert_eq!(
+        count(&db, "SELECT count(*) FROM sqlmcp_audit.calls").await,
+        10
+    );
     assert_eq!(
         count(
             &db,
