@@ -117,7 +117,8 @@ impl Spool {
             Err(err) => {
                 // what reached the file may be torn: never append after it
                 if let Some((path, _, written)) = self.open.take() {
-                    self.bytes += fs::metadata(&path).map_or(written, |m| m.len()) - written;
+                    self.bytes +=
+                        fs::metadata(&path).map_or(0, |m| m.len().saturating_sub(written));
                 }
                 Appended {
                     kept: 0,

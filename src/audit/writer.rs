@@ -396,6 +396,9 @@ impl Connection {
     /// Moves up to [`REPLAY_SEGMENTS`] spool segments into the table.
     async fn replay(&self, spool: &Arc<Mutex<Spool>>) -> Result<(), Outage> {
         for _ in 0..REPLAY_SEGMENTS {
+            if spool.lock().expect("unpoisoned").bytes() == 0 {
+                return Ok(());
+            }
             let reading = spool.clone();
             let oldest =
                 tokio::task::spawn_blocking(move || reading.lock().expect("unpoisoned").oldest())
