@@ -13,7 +13,7 @@ use std::time::Duration;
 use deadpool_postgres::ClientWrapper;
 use serde_json::Value;
 
-use crate::caller::CallerId;
+use crate::caller::Grant;
 use crate::db;
 use crate::embeddings::Embedder;
 
@@ -271,8 +271,8 @@ enum InTransaction {
     Schemas(table_schemas::Args),
 }
 
-/// Runs an admitted call as `caller`, in one read-only transaction with the
-/// caller's identity set for that transaction only ([`db::Call::run`]):
+/// Runs an admitted call for `grant`, in one read-only transaction with
+/// what the caller may see set for that transaction only ([`db::Call::run`]):
 /// `BEGIN READ ONLY` with the settings, the identity, the query and COMMIT,
 /// written without waiting in between, so one round trip once the query is
 /// prepared on the connection. A tool with a second statement (an embedding
@@ -284,7 +284,7 @@ enum InTransaction {
 /// connection of a call that still did not finish).
 pub async fn execute(
     client: &mut ClientWrapper,
-    caller: &CallerId,
+    grant: &Grant,
     admitted: Admitted,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
@@ -297,7 +297,7 @@ pub async fn execute(
             return raw_sql::call(
                 client,
                 context.limits.statement_cache,
-                caller,
+                grant,
                 names,
                 context.limits.raw_sql,
                 args,
@@ -310,7 +310,7 @@ pub async fn execute(
     let client: &ClientWrapper = client;
     let call = db::Call::new(client, context.limits.statement_cache, db::Settle::Commit);
     let settled = call
-        .run(caller, context.limits.statement_timeout, &[], async {
+        .run(grant, context.limits.statement_timeout, &[], async {
             match request {
                 InTransaction::Curated(ready) => ready.run(&call, context).await,
                 InTransaction::Schemas(args) => {
@@ -337,13 +337,13 @@ fn outcome(
 /// [`admit`], then [`execute`].
 pub async fn call(
     client: &mut ClientWrapper,
-    caller: &CallerId,
+    grant: &Grant,
     name: &str,
     arguments: Value,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
     let admitted = admit(name, arguments, context).await?;
-    execute(client, caller, admitted, context).await
+    execute(client, grant, admitted, context).await
 }
 
 #[cfg(test)]

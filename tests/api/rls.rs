@@ -1,4 +1,5 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sqlmcp::caller::{CallerId, Grant};
 use tokio_postgres::NoTls;
 
 use crate::helpers::{
@@ -141,9 +142,7 @@ async fn the_app_role_cannot_write_even_as_head_office() {
     for statement in statements {
         // a read-write transaction that commits: the privileges alone must stop it
         let tx = app.transaction().await.unwrap();
-        tx.execute(sqlmcp::db::OPEN_CALL, &[&HEAD_OFFICE])
-            .await
-            .unwrap();
+        sqlmcp::db::set_caller(&*tx, &Grant::ALL).await.unwrap();
         let err = tx
             .batch_execute(statement)
             .await
@@ -240,17 +239,18 @@ async fn identity_does_not_leak_across_pooled_transactions() {
     let pool = Pool::builder(manager).max_size(1).build().unwrap();
     let mut backend_pids = std::collections::HashSet::new();
 
+    // the setting holds the signed store set: `*` for every store
     let sequence = [
-        (Some(SEATTLE), expected_seattle),
-        (None, 0),
-        (Some(HEAD_OFFICE), expected_all),
-        (None, 0),
-        (Some(REDMOND), expected_redmond),
-        (Some(SEATTLE), expected_seattle),
-        (None, 0),
+        (Some(SEATTLE), expected_seattle, "1"),
+        (None, 0, ""),
+        (Some(HEAD_OFFICE), expected_all, "*"),
+        (None, 0, ""),
+        (Some(REDMOND), expected_redmond, "6"),
+        (Some(SEATTLE), expected_seattle, "1"),
+        (None, 0, ""),
     ];
     for round in 0..3 {
-        for (caller, expected) in sequence {
+        for (caller, expected, signed) in sequence {
             let mut conn = pool.get().await.unwrap();
             let tx = conn
                 .build_transaction()
@@ -259,7 +259,9 @@ async fn identity_does_not_leak_across_pooled_transactions() {
                 .await
                 .unwrap();
             if let Some(caller) = caller {
-                tx.execute(sqlmcp::db::OPEN_CALL, &[&caller]).await.unwrap();
+                sqlmcp::db::set_caller(&*tx, &CallerId::for_tests(caller).into())
+                    .await
+                    .unwrap();
             }
             let row = tx
                 .query_one(
@@ -274,11 +276,7 @@ async fn identity_does_not_leak_across_pooled_transactions() {
             let (count, pid, setting): (i64, i32, String) = (row.get(0), row.get(1), row.get(2));
             backend_pids.insert(pid);
             assert_eq!(count, expected, "round {round}, caller {caller:?}");
-            assert_eq!(
-                setting,
-                caller.unwrap_or(""),
-                "round {round}: setting leaked"
-            );
+            assert_eq!(setting, signed, "round {round}: setting leaked");
         }
     }
     assert_eq!(backend_pids.len(), 1, "all calls shared one connection");
