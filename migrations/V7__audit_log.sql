@@ -47,13 +47,16 @@ CREATE TABLE sqlmcp_audit.calls (
     -- when the call began
     at          timestamptz NOT NULL,
     request_id  text NOT NULL,
-    -- NULL when the call named no caller (and was refused)
+    -- the id the database maps to stores; NULL when the call named no
+    -- caller (and was refused), or a token listed its stores instead
     caller_id   uuid,
-    -- header, jwt, stdio or default (the operator's --default-caller)
+    -- header, jwt, configured (stdio) or default (--default-caller)
     auth_method text,
+    -- a token's issuer and subject; the id otherwise
     issuer      text,
     subject     text,
-    -- the stores the caller may see; NULL: every store, or not known
+    -- the stores the call could see, as the database resolved them; NULL:
+    -- every store, or not known (the call ended before it opened)
     stores      integer[],
     tool        text NOT NULL,
     -- as the caller sent them, raw SQL included; never a secret or a result

@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use tokio_postgres::Config;
 
-use crate::caller::CallerId;
+use crate::caller::{Caller, CallerId, Principal, Scopes};
 use crate::secret::Secret;
 use crate::{audit, auth, backfill, db, embeddings, migrate, seed, server, tools};
 
@@ -137,7 +137,9 @@ struct ServeArgs {
     /// when it changes, without a restart.
     #[arg(long, env = "SQLMCP_JWT_REVOKED_FILE")]
     jwt_revoked_file: Option<std::path::PathBuf>,
-    /// jwt: the claim that holds the caller's id.
+    /// jwt: the claim that holds the caller's id. Without a roles, stores or
+    /// regions claim that says what the caller may see, it must be a
+    /// manager's UUID, mapped to stores as in header mode.
     #[arg(long, env = "SQLMCP_JWT_CLAIM", default_value = "sub")]
     jwt_claim: String,
     /// The identity of a stdio client.
@@ -195,6 +197,8 @@ struct ServeArgs {
     log_format: LogFormat,
     #[command(flatten)]
     embedding: embeddings::Settings,
+    #[command(flatten)]
+    access: auth::AccessSettings,
     #[command(flatten)]
     audit: AuditArgs,
 }
@@ -407,12 +411,55 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
+/// Which tools callers may use, and the scopes of those whose credential
+/// names none.
+struct Access {
+    tool_scopes: auth::ToolScopes,
+    default_scopes: Scopes,
+}
+
+impl Access {
+    fn new(settings: &auth::AccessSettings) -> Result<Access> {
+        let tool_scopes = settings.tool_scopes()?;
+        let default_scopes = settings.default_scopes(&tool_scopes)?;
+        Ok(Access {
+            tool_scopes,
+            default_scopes,
+        })
+    }
+
+    /// What a verified token is read with.
+    fn jwt<'a>(
+        &self,
+        args: &'a ServeArgs,
+        key: auth::JwtKey<'a>,
+        issuer: &'a str,
+        audience: &'a str,
+    ) -> Result<auth::Authenticator> {
+        let verifier = auth::JwtVerifier::new(auth::JwtSettings {
+            key,
+            issuer,
+            audience,
+            claims: args.access.claim_names(&args.jwt_claim),
+            default_scopes: self.default_scopes.clone(),
+            scopes_supported: self
+                .tool_scopes
+                .all()
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            revoked: args.jwt_revoked_file.as_deref(),
+        })?;
+        Ok(auth::Authenticator::Jwt(Box::new(verifier)))
+    }
+}
+
+fn authenticator(args: &ServeArgs, access: &Access) -> Result<auth::Authenticator> {
     if args.auth == AuthMode::Header {
-        return Ok(auth::Authenticator::Header);
+        return Ok(auth::Authenticator::Header(access.default_scopes.clone()));
     }
     if !args.oauth_issuers.is_empty() {
-        return oauth_authenticator(args);
+        return oauth_authenticator(args, access);
     }
     let key = match (&args.jwt_secret, &args.jwt_public_key, &args.jwks_file) {
         (Some(secret), None, None) => auth::JwtKey::Secret(secret.expose()),
@@ -432,19 +479,11 @@ fn authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
     let (Some(issuer), Some(audience)) = (&args.jwt_issuer, &args.jwt_audience) else {
         anyhow::bail!("--auth jwt needs --jwt-issuer and --jwt-audience");
     };
-    Ok(auth::Authenticator::Jwt(Box::new(auth::JwtVerifier::new(
-        auth::JwtSettings {
-            key,
-            issuer,
-            audience,
-            claim: &args.jwt_claim,
-            revoked: args.jwt_revoked_file.as_deref(),
-        },
-    )?)))
+    access.jwt(args, key, issuer, audience)
 }
 
 /// JWT mode with the keys of OAuth authorization servers.
-fn oauth_authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
+fn oauth_authenticator(args: &ServeArgs, access: &Access) -> Result<auth::Authenticator> {
     if args.jwt_secret.is_some() || args.jwt_public_key.is_some() || args.jwks_file.is_some() {
         anyhow::bail!(
             "--oauth-issuer takes the issuers' own keys: leave out --jwt-secret, --jwt-public-key and --jwks-file"
@@ -462,30 +501,31 @@ fn oauth_authenticator(args: &ServeArgs) -> Result<auth::Authenticator> {
     };
     reqwest::Url::parse(resource)
         .map_err(|err| anyhow::anyhow!("--resource-url {resource}: {err}"))?;
-    Ok(auth::Authenticator::Jwt(Box::new(auth::JwtVerifier::new(
-        auth::JwtSettings {
-            key: auth::JwtKey::Issuers {
-                urls: &args.oauth_issuers,
-                refetch_every: std::time::Duration::from_secs(args.oauth_refetch_seconds),
-            },
-            issuer: "",
-            audience: resource,
-            claim: &args.jwt_claim,
-            revoked: args.jwt_revoked_file.as_deref(),
-        },
-    )?)))
+    let key = auth::JwtKey::Issuers {
+        urls: &args.oauth_issuers,
+        refetch_every: std::time::Duration::from_secs(args.oauth_refetch_seconds),
+    };
+    access.jwt(args, key, "", resource)
 }
 
 async fn run_serve(args: ServeArgs) -> Result<()> {
     init_logging(args.log_format);
-    let parse_caller = |value: &Option<String>, flag: &str| -> Result<Option<CallerId>> {
+    let access = Access::new(&args.access)?;
+    let parse_caller = |value: &Option<String>,
+                        flag: &str,
+                        principal: fn(CallerId) -> Principal|
+     -> Result<Option<Caller>> {
         value
             .as_deref()
-            .map(|v| CallerId::configured(flag, v))
+            .map(|v| {
+                let id = CallerId::configured(flag, v)?;
+                Ok(Caller::by_id(id, principal, access.default_scopes.clone()))
+            })
             .transpose()
     };
-    let caller = parse_caller(&args.caller, "--caller")?;
-    let default_caller = parse_caller(&args.default_caller, "--default-caller")?;
+    let caller = parse_caller(&args.caller, "--caller", Principal::Configured)?;
+    let default_caller =
+        parse_caller(&args.default_caller, "--default-caller", Principal::Default)?;
     let allowed_hosts = if args.allowed_hosts.iter().any(|h| h == "*") {
         Vec::new()
     } else {
@@ -501,8 +541,9 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
         body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
         max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
-        authenticator: std::sync::Arc::new(authenticator(&args)?),
+        authenticator: std::sync::Arc::new(authenticator(&args, &access)?),
         default_caller,
+        tool_scopes: access.tool_scopes.clone(),
         pool_size: args.pool_size,
         pool_wait: std::time::Duration::from_millis(args.pool_wait_ms),
         limits: tools::CallLimits {
@@ -529,7 +570,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
         audit: args.audit.settings()?,
     };
     if args.stdio {
-        return server::serve_stdio(settings, caller.or(default_caller)).await;
+        return server::serve_stdio(settings, caller).await;
     }
     let application = server::Application::build(settings).await?;
     tracing::info!(address = %application.local_addr(), "serving MCP at http://{}/mcp", application.local_addr());
@@ -552,7 +593,7 @@ async fn run_call(args: CallArgs) -> Result<()> {
         embedder: embedder.as_deref(),
         ..tools::ToolContext::default()
     };
-    let called = tools::call(&mut client, &caller, &args.tool, arguments, &context).await;
+    let called = tools::call(&mut client, &caller.into(), &args.tool, arguments, &context).await;
     let output = match (called, embedder_error) {
         (Err(tools::ToolError::NoEmbeddingModel), Some(err)) => return Err(err),
         (called, _) => called?,
@@ -784,7 +825,7 @@ mod tests {
             let Command::Serve(serve) = Cli::try_parse_from(args).unwrap().command else {
                 unreachable!("serve parses as serve")
             };
-            authenticator(&serve)
+            authenticator(&serve, &Access::new(&serve.access)?)
         };
         let issuer = ["--oauth-issuer", "https://idp.example.com/realms/zava"];
         let resource = ["--resource-url", "https://mcp.example.com/mcp"];

@@ -6,9 +6,12 @@
 //!   environment fallbacks. `main.rs` only calls [`cli::run`].
 //! - [`auth`] — how HTTP callers prove who they are: a trusted header or a
 //!   verified JWT, whose keys may come from OAuth authorization servers
-//!   (`auth::issuers`, with the RFC 9728 metadata); revoked `jti`s.
-//! - [`caller`] — the caller's identity, a UUID that row-level security
-//!   filters by; only [`auth`] and the operator's flags make one from text.
+//!   (`auth::issuers`, with the RFC 9728 metadata); revoked `jti`s; what a
+//!   token's claims let it see (`auth::claims`) and the scope each tool
+//!   needs (`auth::scopes`).
+//! - [`caller`] — a caller: who (a principal, for logs), which stores (a
+//!   grant, that row-level security enforces) and which tools (scopes).
+//!   Only [`auth`] and the operator's flags make one from text.
 //! - [`secret`] — secrets from flags and the environment, which no `Debug`
 //!   or `Display` shows.
 //! - [`db`] — connecting to PostgreSQL with errors that say what to do next,

@@ -176,11 +176,11 @@ impl Ceiling {
             _ => None,
         };
         let client = self.pool.get().await?;
-        let caller = sqlmcp::caller::CallerId::for_tests(caller);
+        let grant = sqlmcp::caller::CallerId::for_tests(caller).into();
         let (timeout, settings, settle) = call_settings(workload);
         let call = sqlmcp::db::Call::new(&client, true, settle);
         let query = run_query(workload, &client, &call, n, embedding);
-        let settled = call.run(&caller, timeout, &settings, query).await?;
+        let settled = call.run(&grant, timeout, &settings, query).await?;
         settled.opened?;
         settled.output?;
         settled.ended?;

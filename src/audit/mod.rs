@@ -37,7 +37,8 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::caller::CallerId;
+use crate::caller::{Caller, Grant, Principal};
+use crate::db::Visible;
 use crate::tools::ToolError;
 
 /// Entries waiting for the writer at most; a call waits for a place when
@@ -115,48 +116,6 @@ impl FailClosed {
     }
 }
 
-/// How a caller proved who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMethod {
-    /// The trusted `x-rls-user-id` header.
-    Header,
-    /// A verified bearer token.
-    Jwt,
-    /// The stdio client's configured identity.
-    Stdio,
-    /// Named nobody; the operator's `--default-caller` was used.
-    Default,
-}
-
-/// Who called, as the entry records it.
-#[derive(Debug, Clone, Default)]
-pub struct Caller {
-    /// `None`: the call named no caller (and was refused).
-    pub id: Option<CallerId>,
-    pub auth_method: Option<AuthMethod>,
-    /// The token's `iss`, for JWT callers.
-    pub issuer: Option<String>,
-    /// The identity as the caller presented it: the token's subject, the
-    /// header's or the configuration's id.
-    pub subject: Option<String>,
-    /// The stores the caller may see; `None`: every store, or not known.
-    pub stores: Option<Vec<i32>>,
-}
-
-impl Caller {
-    /// A caller known by id only, as identities are today.
-    pub fn new(id: Option<CallerId>, auth_method: Option<AuthMethod>) -> Caller {
-        Caller {
-            id,
-            auth_method,
-            issuer: None,
-            subject: id.map(|id| id.to_string()),
-            stores: None,
-        }
-    }
-}
-
 /// How a call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -183,9 +142,12 @@ pub struct Entry {
     at: chrono::DateTime<chrono::Utc>,
     request_id: String,
     caller_id: Option<String>,
-    auth_method: Option<AuthMethod>,
+    /// `header`, `jwt`, `configured` or `default`.
+    auth_method: Option<&'static str>,
     issuer: Option<String>,
     subject: Option<String>,
+    /// The stores the call could see; `None`: every store, or not known
+    /// (the call ended before the database resolved them).
     stores: Option<Vec<i32>>,
     tool: String,
     arguments: Value,
@@ -198,19 +160,38 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// The entry of a call of `tool` that begins now; its end is filled in
-    /// by [`Pending`].
-    pub fn new(request_id: String, caller: Caller, tool: &str, arguments: &Value) -> Entry {
+    /// The entry of a call of `tool` by `caller` (`None`: it named no one)
+    /// that begins now; its end is filled in by [`Pending`].
+    pub fn new(
+        request_id: String,
+        caller: Option<&Caller>,
+        tool: &str,
+        arguments: &Value,
+    ) -> Entry {
+        let (caller_id, issuer, subject) = match caller.map(|c| (&c.principal, &c.grant)) {
+            None => (None, None, None),
+            Some((Principal::Jwt { issuer, subject }, grant)) => {
+                let id = match grant {
+                    Grant::Mapped(id) => Some(id.to_string()),
+                    Grant::Listed { .. } => None,
+                };
+                (id, Some(issuer.clone()), Some(subject.clone()))
+            }
+            Some((
+                Principal::Header(id) | Principal::Configured(id) | Principal::Default(id),
+                _,
+            )) => (Some(id.to_string()), None, Some(id.to_string())),
+        };
         Entry {
             log: "audit",
             id: uuid::Uuid::now_v7().to_string(),
             at: chrono::Utc::now(),
             request_id,
-            caller_id: caller.id.map(|id| id.to_string()),
-            auth_method: caller.auth_method,
-            issuer: caller.issuer,
-            subject: caller.subject,
-            stores: caller.stores,
+            caller_id,
+            auth_method: caller.map(|c| c.principal.method()),
+            issuer,
+            subject,
+            stores: caller.and_then(|c| known_stores(&c.grant)),
             tool: tool.to_owned(),
             arguments: logged_arguments(arguments),
             outcome: Outcome::Interrupted,
@@ -220,6 +201,18 @@ impl Entry {
             duration_ms: 0.0,
             cached: false,
         }
+    }
+}
+
+/// The stores a grant sees before the database resolves it, where that is
+/// plain: a list of stores alone is itself. Head office's (every store) and
+/// the rest are `None` until the call's transaction opens.
+fn known_stores(grant: &Grant) -> Option<Vec<i32>> {
+    match grant {
+        Grant::Listed { stores, regions } if regions.is_empty() => {
+            Some(stores.iter().copied().collect())
+        }
+        _ => None,
     }
 }
 
@@ -293,7 +286,6 @@ struct Inner {
     /// entry of its last batch.
     storable: Arc<AtomicBool>,
     fail_closed: FailClosed,
-    http_auth: AuthMethod,
     stop: CancellationToken,
     writer: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -301,13 +293,8 @@ struct Inner {
 impl Auditor {
     /// Opens the JSON-lines file, connects to the table and checks its
     /// roles (`app_role`, the application role, must not reach it), opens
-    /// the spool, and starts the writer. `http_auth` is how HTTP callers
-    /// authenticate on this server.
-    pub async fn start(
-        settings: &Settings,
-        app_role: Option<&str>,
-        http_auth: AuthMethod,
-    ) -> Result<Auditor> {
+    /// the spool, and starts the writer.
+    pub async fn start(settings: &Settings, app_role: Option<&str>) -> Result<Auditor> {
         if settings.table.is_none() && settings.log.is_none() {
             return Ok(Auditor::default());
         }
@@ -324,18 +311,10 @@ impl Auditor {
                 queue,
                 storable,
                 fail_closed: settings.fail_closed.clone(),
-                http_auth,
                 stop,
                 writer: Mutex::new(Some(task)),
             }),
         })
-    }
-
-    /// How HTTP callers authenticate, as entries name it.
-    pub fn http_auth(&self) -> AuthMethod {
-        self.inner
-            .as_ref()
-            .map_or(AuthMethod::Header, |inner| inner.http_auth)
     }
 
     /// Takes the queue place of a call about to run, with its `entry` (made
@@ -406,8 +385,18 @@ impl Pending {
         }
     }
 
-    /// The call answered `result`.
-    pub fn ok(mut self, result: &CallToolResult, rows: Option<u64>, cached: bool) {
+    /// The call answered `result`, having seen `visible` if its
+    /// transaction opened.
+    pub fn ok(
+        mut self,
+        result: &CallToolResult,
+        rows: Option<u64>,
+        cached: bool,
+        visible: Option<Visible>,
+    ) {
+        if let (Some((_, entry)), Some(visible)) = (&mut self.slot, visible) {
+            entry.stores = visible;
+        }
         self.end(Outcome::Ok, None, rows, Some(answer_bytes(result)), cached);
     }
 
@@ -462,6 +451,7 @@ fn answer_bytes(result: &CallToolResult) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::caller::CallerId;
     use serde_json::json;
 
     #[test]
@@ -495,11 +485,14 @@ mod tests {
 
     #[test]
     fn the_entry_names_the_table_columns_and_no_more() {
-        let caller = Caller::new(
-            Some(CallerId::for_tests("f47ac10b-58cc-4372-a567-0e02b2c3d479")),
-            Some(AuthMethod::Header),
+        let seattle = CallerId::for_tests("f47ac10b-58cc-4372-a567-0e02b2c3d479");
+        let caller = Caller::by_id(seattle, Principal::Header, Default::default());
+        let entry = Entry::new(
+            "r1".into(),
+            Some(&caller),
+            "top_products",
+            &json!({"limit": 3}),
         );
-        let entry = Entry::new("r1".into(), caller, "top_products", &json!({"limit": 3}));
         let line = serde_json::to_value(&entry).unwrap();
         let keys: Vec<&str> = line
             .as_object()
@@ -533,6 +526,54 @@ mod tests {
         assert_eq!(line["subject"], "f47ac10b-58cc-4372-a567-0e02b2c3d479");
         let columns: Vec<&str> = writer::COLUMNS.iter().map(|(name, _)| *name).collect();
         assert_eq!(columns, keys[1..]);
+    }
+
+    #[test]
+    fn the_entry_names_the_caller_as_their_credential_does() {
+        let fields = |caller: Option<&Caller>| {
+            let line =
+                serde_json::to_value(Entry::new("r".into(), caller, "t", &json!({}))).unwrap();
+            ["caller_id", "auth_method", "issuer", "subject", "stores"].map(|key| line[key].clone())
+        };
+        let jwt = Caller {
+            principal: Principal::Jwt {
+                issuer: "https://idp.example.com".into(),
+                subject: "alice".into(),
+            },
+            grant: Grant::Listed {
+                stores: [6, 1].into(),
+                regions: Default::default(),
+            },
+            scopes: Default::default(),
+            roles: Default::default(),
+        };
+        assert_eq!(
+            fields(Some(&jwt)),
+            [
+                json!(null),
+                json!("jwt"),
+                json!("https://idp.example.com"),
+                json!("alice"),
+                json!([1, 6])
+            ]
+        );
+        let stdio = Caller::by_id(
+            crate::caller::HEAD_OFFICE,
+            Principal::Configured,
+            Default::default(),
+        );
+        let head_office = json!("00000000-0000-0000-0000-000000000000");
+        assert_eq!(
+            fields(Some(&stdio)),
+            [
+                head_office.clone(),
+                json!("configured"),
+                json!(null),
+                head_office,
+                json!(null)
+            ]
+        );
+        assert_eq!(fields(None), [(); 5].map(|()| json!(null)));
     }
 
     #[test]

@@ -2,20 +2,27 @@
 //!
 //! - `header`: the trusted `x-rls-user-id` header, the original sample's way.
 //!   Anyone who can reach the server can claim any identity, so this mode is
-//!   only for trusted networks.
+//!   only for trusted networks. The database maps the id to stores.
 //! - `jwt`: an `Authorization: Bearer` token whose signature, `exp`, `nbf`,
-//!   `iss` and `aud` are verified with a pinned algorithm; the identity is a
-//!   configurable claim. The keys come from a secret, a PEM file, a JWKS
+//!   `iss` and `aud` are verified with a pinned algorithm; who the caller is,
+//!   what they may see and which tools they may use come from its claims
+//!   ([`ClaimNames`]). The keys come from a secret, a PEM file, a JWKS
 //!   file, or OAuth authorization servers ([`Issuers`]); with the latter the
 //!   server is an OAuth 2.1 protected resource and publishes its metadata
 //!   (RFC 9728).
 //! - stdio: a fixed identity from the configuration.
 //!
+//! Scopes decide which tools a caller may use ([`ToolScopes`]); a caller
+//! whose credential names none gets the operator's default scopes.
+//!
 //! A request without an identity gets none — never head office — unless the
 //! operator configured a default identity explicitly.
 
+mod claims;
 mod issuers;
 pub mod revocation;
+pub mod scopes;
+mod settings;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -24,15 +31,19 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
-use crate::caller::CallerId;
+use crate::caller::{Caller, CallerId, Principal, Scopes};
+pub use claims::ClaimNames;
 pub use issuers::Issuers;
 pub use revocation::Revoked;
+pub use scopes::ToolScopes;
+pub use settings::AccessSettings;
 
 pub const IDENTITY_HEADER: &str = "x-rls-user-id";
 
 /// How HTTP callers prove who they are.
 pub enum Authenticator {
-    Header,
+    /// Callers named by the header get these scopes.
+    Header(Scopes),
     Jwt(Box<JwtVerifier>),
 }
 
@@ -60,7 +71,7 @@ impl Authenticator {
     pub fn jwt(&self) -> Option<&JwtVerifier> {
         match self {
             Authenticator::Jwt(verifier) => Some(verifier),
-            Authenticator::Header => None,
+            Authenticator::Header(_) => None,
         }
     }
 
@@ -68,7 +79,7 @@ impl Authenticator {
     /// names nobody (header mode without the header).
     /// A request that repeats `x-rls-user-id` or `Authorization` is refused
     /// in every mode, whichever header the mode reads.
-    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Option<CallerId>, AuthError> {
+    pub async fn identify(&self, headers: &http::HeaderMap) -> Result<Option<Caller>, AuthError> {
         if let Some(header) = SINGLE_HEADERS
             .into_iter()
             .find(|name| headers.get_all(*name).iter().nth(1).is_some())
@@ -76,13 +87,13 @@ impl Authenticator {
             return Err(AuthError::RepeatedHeader { header });
         }
         match self {
-            Authenticator::Header => match headers.get(IDENTITY_HEADER) {
+            Authenticator::Header(scopes) => match headers.get(IDENTITY_HEADER) {
                 None => Ok(None),
                 Some(value) => value
                     .to_str()
                     .ok()
                     .and_then(|v| CallerId::parse(v).ok())
-                    .map(Some)
+                    .map(|id| Some(Caller::by_id(id, Principal::Header, scopes.clone())))
                     .ok_or(AuthError::MalformedHeader {
                         header: IDENTITY_HEADER,
                     }),
@@ -136,7 +147,11 @@ impl Resource {
 pub struct JwtVerifier {
     keys: Keys,
     validation: Validation,
-    claim: String,
+    claims: ClaimNames,
+    /// The scopes of a token that names none.
+    default_scopes: Scopes,
+    /// Every scope a tool needs, published as `scopes_supported`.
+    scopes_supported: Vec<String>,
     /// This server as an OAuth protected resource, with keys from issuers.
     resource: Option<Resource>,
     /// Tokens refused by their `jti` however valid otherwise.
@@ -178,8 +193,13 @@ pub struct JwtSettings<'a> {
     /// The required `aud`: with [`JwtKey::Issuers`], this server's URL as
     /// a protected resource (RFC 8707), published in its metadata.
     pub audience: &'a str,
-    /// The claim holding the caller's id.
-    pub claim: &'a str,
+    /// Where the claims say who the caller is and what they may see.
+    pub claims: ClaimNames,
+    /// The scopes of a token that names none.
+    pub default_scopes: Scopes,
+    /// Every scope a tool needs, published in the protected resource's
+    /// metadata and asked for in a 401.
+    pub scopes_supported: Vec<String>,
     /// A file of revoked `jti`s, read again when it changes.
     pub revoked: Option<&'a Path>,
 }
@@ -245,7 +265,9 @@ impl JwtVerifier {
         Ok(JwtVerifier {
             keys,
             validation,
-            claim: settings.claim.to_owned(),
+            claims: settings.claims,
+            default_scopes: settings.default_scopes,
+            scopes_supported: settings.scopes_supported,
             resource,
             revoked: settings.revoked.map(Revoked::load).transpose()?,
         })
@@ -268,6 +290,7 @@ impl JwtVerifier {
         Some(serde_json::json!({
             "resource": resource.url,
             "authorization_servers": issuers.urls(),
+            "scopes_supported": self.scopes_supported,
             "bearer_methods_supported": ["header"],
             "resource_name": "sqlmcp",
         }))
@@ -278,7 +301,12 @@ impl JwtVerifier {
         self.resource.as_ref().map(|r| r.metadata_url.as_str())
     }
 
-    pub async fn verify(&self, token: &str) -> Result<CallerId, AuthError> {
+    /// Every scope some tool needs, space-separated: what a 401 asks for.
+    pub fn scope_challenge(&self) -> String {
+        self.scopes_supported.join(" ")
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let invalid = |reason: &str| AuthError::InvalidToken(reason.to_owned());
         let header = jsonwebtoken::decode_header(token).map_err(|_| {
             invalid("malformed, or signed with an algorithm sqlmcp never accepts (such as none)")
@@ -344,14 +372,7 @@ impl JwtVerifier {
         {
             return Err(invalid("revoked"));
         }
-        let value = data
-            .claims
-            .get(&self.claim)
-            .and_then(|v| v.as_str())
-            .ok_or_else(|| AuthError::InvalidToken(format!("no `{}` claim", self.claim)))?;
-        CallerId::parse(value).map_err(|_| {
-            AuthError::InvalidToken(format!("the `{}` claim is not a UUID", self.claim))
-        })
+        self.claims.caller(&data.claims, &self.default_scopes)
     }
 }
 
@@ -395,6 +416,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
+    use crate::caller::Grant;
 
     const SECRET: &str = "a test secret that is long enough for HS256";
     const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
@@ -430,7 +452,9 @@ mod tests {
                 },
                 issuer: "iss",
                 audience: "aud",
-                claim: "sub",
+                claims: ClaimNames::default(),
+                default_scopes: Scopes::default(),
+                scopes_supported: Vec::new(),
                 revoked: None,
             })
             .unwrap();
@@ -440,7 +464,10 @@ mod tests {
                 _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem).unwrap(),
             };
             let good = token(claims(SEATTLE, "aud", "iss", 300), algorithm, &signing);
-            assert_eq!(verifier.verify(&good).await.unwrap().to_string(), SEATTLE);
+            assert_eq!(
+                verifier.verify(&good).await.unwrap().grant,
+                Grant::Mapped(CallerId::for_tests(SEATTLE))
+            );
             let public_pem = std::fs::read(fixtures.join(public)).unwrap();
             let confused = token(
                 claims(HEAD_OFFICE, "aud", "iss", 300),
@@ -459,7 +486,9 @@ mod tests {
             key: JwtKey::JwksFile(&fixtures.join("jwks.json")),
             issuer: "iss",
             audience: "aud",
-            claim: "sub",
+            claims: ClaimNames::default(),
+            default_scopes: Scopes::default(),
+            scopes_supported: Vec::new(),
             revoked: None,
         })
         .unwrap();
@@ -477,8 +506,8 @@ mod tests {
                 .verify(&with_kid(Some("test-rsa")))
                 .await
                 .unwrap()
-                .to_string(),
-            ONLINE
+                .grant,
+            Grant::Mapped(CallerId::for_tests(ONLINE))
         );
         assert!(
             verifier
@@ -504,7 +533,9 @@ mod tests {
             key: JwtKey::Secret(SECRET),
             issuer: "iss",
             audience: "aud",
-            claim: "sub",
+            claims: ClaimNames::default(),
+            default_scopes: Scopes::default(),
+            scopes_supported: Vec::new(),
             revoked: None,
         })
         .unwrap();

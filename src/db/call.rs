@@ -22,21 +22,32 @@ use deadpool_postgres::ClientWrapper;
 use tokio_postgres::types::{BorrowToSql, ToSql};
 use tokio_postgres::{Error, Row, RowStream, Statement, ToStatement};
 
-/// The server's own statement that opens every call with the caller's
-/// identity, the caller's id going as its bind parameter. It must be sent
-/// exactly so: the database signs the identity only for this text (see
-/// `migrations/V5__unforgeable_identity.sql`), so no SQL running inside a
-/// call can claim another identity.
-pub const OPEN_CALL: &str = "SELECT sqlmcp_identity.open_call($1)";
+use crate::caller::Grant;
 
-/// Sets `caller` as the identity of the transaction `client` is in: one
-/// round trip. The server pipelines it instead ([`Call::run`]).
+/// The server's own statement that opens every call with what the caller
+/// may see: the caller's id, and the stores and regions a verified
+/// credential lists, all three as bind parameters ([`Grant::open_call_params`]).
+/// It must be sent exactly so: the database signs the store set only for
+/// this text (see `migrations/V5__unforgeable_identity.sql` and
+/// `V6__regions_and_store_sets.sql`), so no SQL running inside a call can
+/// claim another. It answers with the stores the call may see (NULL: all).
+pub const OPEN_CALL: &str = "SELECT sqlmcp_identity.open_call($1, $2, $3)";
+
+/// The stores a call could see, as the database resolved them; `None`:
+/// every store.
+pub type Visible = Option<Vec<i32>>;
+
+/// Sets what `grant` may see for the transaction `client` is in: one round
+/// trip. The server pipelines it instead ([`Call::run`]).
 pub async fn set_caller(
     client: &impl tokio_postgres::GenericClient,
-    caller: &crate::caller::CallerId,
-) -> Result<(), tokio_postgres::Error> {
-    client.execute(OPEN_CALL, &[&caller.to_string()]).await?;
-    Ok(())
+    grant: &Grant,
+) -> Result<Visible, tokio_postgres::Error> {
+    let (id, stores, regions) = grant.open_call_params();
+    let row = client
+        .query_one(OPEN_CALL, &[&id, &stores, &regions])
+        .await?;
+    Ok(row.get(0))
 }
 
 /// The statement that sets a tool call's other settings,
@@ -120,7 +131,8 @@ impl Settle {
 /// own output, and the end of the transaction.
 #[derive(Debug)]
 pub struct Settled<T> {
-    pub opened: Result<(), Error>,
+    /// The stores the call could see.
+    pub opened: Result<Visible, Error>,
     pub output: T,
     pub ended: Result<(), Error>,
 }
@@ -169,7 +181,7 @@ impl<'a> Call<'a> {
         self.client
     }
 
-    /// Runs `work` in the call's transaction, opened for `caller` with
+    /// Runs `work` in the call's transaction, opened for `grant` with
     /// [`begin_read_only`] and [`OPEN_CALL`], and ends it as `settle` says.
     /// All four are written without waiting for answers in between: one
     /// round trip when `work`'s last statement goes through [`Call::last`]
@@ -182,14 +194,15 @@ impl<'a> Call<'a> {
     /// transaction's settings.
     pub async fn run<T>(
         &self,
-        caller: &crate::caller::CallerId,
+        grant: &Grant,
         statement_timeout: std::time::Duration,
         extra: &[(&str, String)],
         work: impl std::future::Future<Output = T>,
     ) -> Result<Settled<T>, Error> {
         let begin = begin_read_only(statement_timeout, extra);
-        let id = caller.to_string();
-        let params: [&(dyn ToSql + Sync); 1] = [&id];
+        let (id, stores, regions) = grant.open_call_params();
+        let params: [&(dyn ToSql + Sync); 3] = [&id, &stores, &regions];
+        let visible = |row: Result<Row, Error>| row.map(|row| row.get::<_, Visible>(0));
         let work = async {
             let output = work.await;
             self.allow_end();
@@ -203,11 +216,11 @@ impl<'a> Call<'a> {
             let open = self.client.prepare_cached(OPEN_CALL).await?;
             let (began, opened, output, ended) = tokio::join!(
                 self.client.batch_execute(&begin),
-                self.client.execute(&open, &params),
+                self.client.query_one(&open, &params),
                 work,
                 end
             );
-            (began.and(opened.map(drop)), output, ended)
+            (began.and(visible(opened)), output, ended)
         } else {
             // behind a transaction-pooling PgBouncer, a statement must be
             // prepared inside the transaction that runs it
@@ -224,8 +237,8 @@ impl<'a> Call<'a> {
                 }
             };
             let (opened, output, ended) =
-                tokio::join!(self.client.execute(&open, &params), work, end);
-            (opened.map(drop), output, ended)
+                tokio::join!(self.client.query_one(&open, &params), work, end);
+            (visible(opened), output, ended)
         };
         Ok(Settled {
             opened,

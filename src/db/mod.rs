@@ -4,7 +4,7 @@
 mod call;
 
 pub use call::{
-    Call, Last, OPEN_CALL, Settle, Settled, begin_read_only, call_settings, set_caller,
+    Call, Last, OPEN_CALL, Settle, Settled, Visible, begin_read_only, call_settings, set_caller,
 };
 
 use anyhow::{Context, Result, bail};

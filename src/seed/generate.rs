@@ -51,9 +51,42 @@ pub struct StoreSpec {
     pub name: &'static str,
     pub rls_user_id: &'static str,
     pub is_online: bool,
+    /// `region_id`: an index into [`REGIONS`], plus one.
+    pub region_id: i32,
     weight: f64,
     area_code: u16,
 }
+
+/// A region, and the ids of the regional managers who see its stores.
+pub struct RegionSpec {
+    pub name: &'static str,
+    pub managers: &'static [&'static str],
+}
+
+const WEST: i32 = 1;
+const EAST: i32 = 2;
+const ONLINE: i32 = 3;
+
+/// The regional manager of the East region (Bellevue, Spokane, Redmond,
+/// Kirkland).
+pub const EAST_REGIONAL_MANAGER_ID: &str = "7c3e5a9b-2d4f-4e6a-8b1c-3d5e7f9a1b2c";
+
+/// The regions, in `region_id` order: West (Seattle, Tacoma, Everett), East
+/// (Bellevue, Spokane, Redmond, Kirkland), and the online store on its own.
+pub const REGIONS: [RegionSpec; 3] = [
+    RegionSpec {
+        name: "West",
+        managers: &[],
+    },
+    RegionSpec {
+        name: "East",
+        managers: &[EAST_REGIONAL_MANAGER_ID],
+    },
+    RegionSpec {
+        name: "Online",
+        managers: &[],
+    },
+];
 
 /// The eight stores, in `store_id` order. Seattle, Redmond and Online keep the
 /// manager ids of the original sample.
@@ -61,42 +94,49 @@ pub const STORES: [StoreSpec; 8] = [
     store(
         "Zava Retail Seattle",
         "f47ac10b-58cc-4372-a567-0e02b2c3d479",
+        WEST,
         0.18,
         206,
     ),
     store(
         "Zava Retail Bellevue",
         "3b9e1f4a-6c2d-4f8e-9a7b-5d1c3e9f2a6b",
+        EAST,
         0.12,
         425,
     ),
     store(
         "Zava Retail Tacoma",
         "8d4c2b1a-9e7f-4a6b-8c5d-1e3f5a7b9c2d",
+        WEST,
         0.10,
         253,
     ),
     store(
         "Zava Retail Spokane",
         "5a7c9e1b-3d5f-4b8a-9c2e-6f8a1b3c5d7e",
+        EAST,
         0.07,
         509,
     ),
     store(
         "Zava Retail Everett",
         "c2e4a6b8-1d3f-4e5a-8b7c-9d1e3f5a7b9c",
+        WEST,
         0.09,
         425,
     ),
     store(
         "Zava Retail Redmond",
         "e7f8a9b0-c1d2-3e4f-5678-90abcdef1234",
+        EAST,
         0.11,
         425,
     ),
     store(
         "Zava Retail Kirkland",
         "9f1b3d5e-7a9c-4d2e-8f6a-2b4c6d8e1f3a",
+        EAST,
         0.10,
         425,
     ),
@@ -104,16 +144,24 @@ pub const STORES: [StoreSpec; 8] = [
         name: "Zava Retail Online",
         rls_user_id: "2f4e6d8c-1a3b-5c7e-9f0a-b2d4f6e8c0a2",
         is_online: true,
+        region_id: ONLINE,
         weight: 0.23,
         area_code: 206,
     },
 ];
 
-const fn store(name: &'static str, id: &'static str, weight: f64, area_code: u16) -> StoreSpec {
+const fn store(
+    name: &'static str,
+    id: &'static str,
+    region_id: i32,
+    weight: f64,
+    area_code: u16,
+) -> StoreSpec {
     StoreSpec {
         name,
         rls_user_id: id,
         is_online: false,
+        region_id,
         weight,
         area_code,
     }
@@ -210,7 +258,9 @@ pub struct Dataset {
 
 impl Dataset {
     pub fn row_count(&self) -> usize {
-        self.stores.len()
+        REGIONS.len()
+            + REGIONS.iter().map(|r| r.managers.len()).sum::<usize>()
+            + self.stores.len()
             + self.assortment.categories.len()
             + self.assortment.product_types.len()
             + self.assortment.products.len()

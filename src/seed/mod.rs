@@ -17,7 +17,7 @@ use indicatif::ProgressBar;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
 pub use assortment::{Assortment, Cents};
-pub use generate::{Dataset, STORES, Scale, generate};
+pub use generate::{Dataset, EAST_REGIONAL_MANAGER_ID, REGIONS, STORES, Scale, generate};
 
 use crate::migrate;
 
@@ -26,6 +26,9 @@ pub const DEFAULT_SEED: u64 = 42;
 
 /// The identity that sees every store's rows.
 pub const HEAD_OFFICE_ID: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Who manages which regions: identity data, outside `retail`.
+const REGION_MANAGERS: &str = "sqlmcp_identity.region_managers";
 
 /// Tables under row-level security. Their owner is subject to it as well
 /// (FORCE), and COPY FROM refuses tables whose RLS applies to the caller.
@@ -37,7 +40,8 @@ const TENANT_TABLES: [&str; 4] = [
 ];
 
 /// Every `retail` table with its primary key, in load order.
-pub const TABLES: [(&str, &str); 9] = [
+pub const TABLES: [(&str, &str); 10] = [
+    ("retail.regions", "region_id"),
     ("retail.stores", "store_id"),
     ("retail.categories", "category_id"),
     ("retail.product_types", "type_id"),
@@ -112,9 +116,12 @@ pub async fn seed(client: &mut Client, options: SeedOptions) -> Result<Option<Se
         (true, IfSeeded::Keep) => return Ok(None),
         (true, IfSeeded::Replace) => {
             let all: Vec<&str> = TABLES.iter().map(|(table, _)| *table).collect();
-            tx.batch_execute(&format!("TRUNCATE {} RESTART IDENTITY", all.join(", ")))
-                .await
-                .context("cannot clear the existing data")?;
+            tx.batch_execute(&format!(
+                "TRUNCATE {}, {REGION_MANAGERS} RESTART IDENTITY",
+                all.join(", ")
+            ))
+            .await
+            .context("cannot clear the existing data")?;
         }
     }
     for table in TENANT_TABLES {
@@ -189,18 +196,39 @@ async fn load_assortment(
     progress: &ProgressBar,
 ) -> Result<()> {
     let assortment = &data.assortment;
+    let regions: Vec<(usize, &generate::RegionSpec)> = REGIONS.iter().enumerate().collect();
     copy(
         tx,
         progress,
-        "retail.stores (store_id, store_name, rls_user_id, is_online)",
+        "retail.regions (region_id, region_name)",
+        &regions,
+        |out, (i, r)| writeln!(out, "{}\t{}", i + 1, r.name),
+    )
+    .await?;
+    copy(
+        tx,
+        progress,
+        "retail.stores (store_id, store_name, rls_user_id, is_online, region_id)",
         &data.stores,
         |out, s| {
             writeln!(
                 out,
-                "{}\t{}\t{}\t{}",
-                s.id, s.spec.name, s.spec.rls_user_id, s.spec.is_online
+                "{}\t{}\t{}\t{}\t{}",
+                s.id, s.spec.name, s.spec.rls_user_id, s.spec.is_online, s.spec.region_id
             )
         },
+    )
+    .await?;
+    let managers: Vec<(usize, &str)> = regions
+        .iter()
+        .flat_map(|(i, r)| r.managers.iter().map(move |m| (i + 1, *m)))
+        .collect();
+    copy(
+        tx,
+        progress,
+        &format!("{REGION_MANAGERS} (region_id, rls_user_id)"),
+        &managers,
+        |out, (region, manager)| writeln!(out, "{region}\t{manager}"),
     )
     .await?;
     copy(
@@ -375,7 +403,7 @@ fn escape(value: &str) -> std::borrow::Cow<'_, str> {
 /// that row-level security hides nothing.
 pub async fn checksums(client: &mut Client) -> Result<Vec<TableChecksum>> {
     let tx = client.build_transaction().read_only(true).start().await?;
-    crate::db::set_caller(&tx, &crate::caller::HEAD_OFFICE).await?;
+    crate::db::set_caller(&tx, &crate::caller::Grant::ALL).await?;
     let mut sums = Vec::with_capacity(TABLES.len());
     for (table, key) in TABLES {
         sums.push(table_checksum(&tx, table, key).await?);

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::State;
 use super::result_cache::{Answer, Lookup};
 use crate::audit;
-use crate::caller::CallerId;
+use crate::caller::Caller;
 use crate::tools::{self, ToolContext, ToolError};
 
 /// One per connection (stdio, session) or per request (stateless HTTP), so
@@ -24,86 +24,67 @@ use crate::tools::{self, ToolContext, ToolError};
 pub struct Handler {
     state: Arc<State>,
     /// The identity of a stdio client, from the configuration.
-    fixed_caller: Option<CallerId>,
+    fixed_caller: Option<Arc<Caller>>,
 }
 
 impl Handler {
-    pub fn new(state: Arc<State>, fixed_caller: Option<CallerId>) -> Handler {
+    pub fn new(state: Arc<State>, fixed_caller: Option<Arc<Caller>>) -> Handler {
         Handler {
             state,
             fixed_caller,
         }
     }
 
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<CallerId> {
-        let from_request = context
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Caller>> {
+        context
             .extensions
             .get::<http::request::Parts>()
-            .and_then(|parts| parts.extensions.get::<CallerId>())
-            .copied();
-        from_request
-            .or(self.fixed_caller)
-            .or(self.state.default_caller)
-    }
-
-    /// The audit entry of a call beginning now.
-    fn audit_entry(
-        &self,
-        context: &RequestContext<RoleServer>,
-        caller: Option<CallerId>,
-        name: &str,
-        arguments: &Value,
-    ) -> audit::Entry {
-        let request = context.extensions.get::<http::request::Parts>();
-        let method = if request.is_some_and(|parts| parts.extensions.get::<CallerId>().is_some()) {
-            Some(self.state.audit.http_auth())
-        } else if self.fixed_caller.is_some() {
-            Some(audit::AuthMethod::Stdio)
-        } else {
-            caller.map(|_| audit::AuthMethod::Default)
-        };
-        let who = audit::Caller::new(caller, method);
-        audit::Entry::new(audit::request_id(request), who, name, arguments)
+            .and_then(|parts| parts.extensions.get::<Arc<Caller>>())
+            .or(self.fixed_caller.as_ref())
+            .or(self.state.default_caller.as_ref())
+            .cloned()
     }
 
     /// The answer to a call, from the result cache when it is on and holds
-    /// one for this tool, these arguments and this caller.
+    /// one for this tool, these arguments and what this caller may see.
     async fn answer(
         &self,
-        caller: CallerId,
+        caller: &Caller,
         name: &str,
         arguments: Value,
         gone: &CancellationToken,
-    ) -> Result<(CallToolResult, Option<u64>, Lookup), ToolError> {
+    ) -> Result<(Answer, Lookup), ToolError> {
         // a cached answer may be awaited by several callers: one going
         // away does not cancel it
         let shared = CancellationToken::new();
         let answer = |arguments, gone| async move {
-            let output = self.call(&caller, name, arguments, gone).await?;
-            let rows = output.rows();
+            let output = self.call(caller, name, arguments, gone).await?;
             Ok(Answer {
+                rows: output.rows(),
+                visible: output.visible,
                 result: CallToolResult::structured(output.structured),
-                rows,
             })
         };
         match &self.state.result_cache {
             Some(cache) if tools::is_curated(name) => {
                 let (kept, lookup) = cache
-                    .get_or_answer(name, &arguments, caller, answer(arguments.clone(), &shared))
+                    .get_or_answer(
+                        name,
+                        &arguments,
+                        &caller.grant,
+                        answer(arguments.clone(), &shared),
+                    )
                     .await?;
                 super::metrics::record_cache_lookup(name, lookup);
-                Ok((kept.result.clone(), kept.rows, lookup))
+                Ok((Answer::clone(&kept), lookup))
             }
-            _ => {
-                let Answer { result, rows } = answer(arguments, gone).await?;
-                Ok((result, rows, Lookup::Miss))
-            }
+            _ => Ok((answer(arguments, gone).await?, Lookup::Miss)),
         }
     }
 
     async fn call(
         &self,
-        caller: &CallerId,
+        caller: &Caller,
         name: &str,
         arguments: Value,
         gone: &CancellationToken,
@@ -134,11 +115,11 @@ impl Handler {
         let limit = self.state.limits.deadline(name);
         let cancel = connection.cancel_token();
         let state = self.state.clone();
-        let caller = *caller;
+        let grant = caller.grant.clone();
         let task = tokio::spawn(async move {
             let mut checkout = Checkout(Some(connection));
             let output =
-                tools::execute(checkout.client(), &caller, admitted, &context(&state)).await;
+                tools::execute(checkout.client(), &grant, admitted, &context(&state)).await;
             (output, checkout)
         });
         match crate::db::run_within(cancel, limit, gone, task).await {
@@ -213,14 +194,24 @@ impl ServerHandler for Handler {
             .with_instructions(self.state.instructions.clone())
     }
 
+    /// The tools the caller's scopes allow; every tool to a request that
+    /// names no caller (it can call none of them).
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, McpError> {
-        Ok(ListToolsResult::with_all_items(
-            self.state.tools.as_ref().clone(),
-        ))
+        let tools = match self.caller(&context) {
+            Some(caller) => self
+                .state
+                .tools
+                .iter()
+                .filter(|tool| self.state.tool_scopes.allows(&caller.scopes, &tool.name))
+                .cloned()
+                .collect(),
+            None => self.state.tools.as_ref().clone(),
+        };
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
@@ -242,7 +233,8 @@ impl ServerHandler for Handler {
         let started = Instant::now();
         let caller = self.caller(&context);
         let arguments = request.arguments.map_or(Value::Null, Value::Object);
-        let entry = || self.audit_entry(&context, caller, &name, &arguments);
+        let request_id = || audit::request_id(context.extensions.get());
+        let entry = || audit::Entry::new(request_id(), caller.as_deref(), &name, &arguments);
         let audited = match self.state.audit.begin(entry).await {
             Ok(audited) => audited,
             Err(refused) => {
@@ -262,19 +254,38 @@ impl ServerHandler for Handler {
             audited.failed(&result, audit::Outcome::Refused, "no_identity");
             return Ok(result.into());
         };
-        let outcome = self.answer(caller, &name, arguments, &context.ct).await;
+        if !self.state.tool_scopes.allows(&caller.scopes, &name) {
+            super::metrics::record_call(&name, "refused", started.elapsed());
+            tracing::info!(tool = %name, caller = %caller.principal, scopes = %caller.scopes, outcome = "refused", "a scope is missing");
+            let result = CallToolResult::error(vec![ContentBlock::text(format!(
+                "refused: `{name}` needs the scope `{}`, which this caller's credential does not grant \
+                 (it grants: {})",
+                self.state.tool_scopes.required(&name),
+                caller.scopes
+            ))]);
+            audited.failed(&result, audit::Outcome::Refused, "missing_scope");
+            return Ok(result.into());
+        }
+        let outcome = self.answer(&caller, &name, arguments, &context.ct).await;
         let elapsed = started.elapsed();
         match outcome {
-            Ok((result, rows, lookup)) => {
+            Ok((
+                Answer {
+                    result,
+                    rows,
+                    visible,
+                },
+                lookup,
+            )) => {
                 super::metrics::record_call(&name, "ok", elapsed);
                 let cached = lookup == Lookup::Hit;
-                tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
-                audited.ok(&result, rows, cached);
+                tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
+                audited.ok(&result, rows, cached, visible);
                 Ok(result.into())
             }
             Err(err) => {
                 super::metrics::record_call(&name, "error", elapsed);
-                tracing::info!(tool = %name, %caller, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
+                tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
                 let result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
                 audited.failed(&result, audit::Outcome::Error, audit::error_class(&err));
                 Ok(result.into())

@@ -141,7 +141,7 @@ async fn authenticate(
 ) -> Response {
     match authenticator.identify(request.headers()).await {
         Ok(Some(caller)) => {
-            request.extensions_mut().insert(caller);
+            request.extensions_mut().insert(Arc::new(caller));
             next.run(request).await
         }
         Ok(None) => next.run(request).await,
@@ -155,11 +155,18 @@ async fn authenticate(
         Err(err) => {
             tracing::info!(error = %err, "refused a request: authentication failed");
             // RFC 9728: where an OAuth client finds how to get a token
-            let metadata = authenticator
-                .jwt()
+            // and the scopes that reach every tool (RFC 6750 §3)
+            let jwt = authenticator.jwt();
+            let mut metadata = jwt
                 .and_then(|jwt| jwt.protected_resource_url())
                 .map(|url| format!(r#", resource_metadata="{url}""#))
                 .unwrap_or_default();
+            if let Some(scope) = jwt
+                .map(|jwt| jwt.scope_challenge())
+                .filter(|s| !s.is_empty())
+            {
+                metadata.push_str(&format!(r#", scope="{scope}""#));
+            }
             let challenge = match &err {
                 AuthError::MissingToken => format!(r#"Bearer realm="sqlmcp"{metadata}"#),
                 other => format!(

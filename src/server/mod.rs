@@ -30,7 +30,8 @@ use tokio_postgres::Config;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Authenticator;
-use crate::caller::CallerId;
+use crate::auth::ToolScopes;
+use crate::caller::Caller;
 use crate::embeddings::Embedder;
 use crate::{db, migrate};
 
@@ -57,7 +58,9 @@ pub struct Settings {
     pub max_connections: usize,
     pub authenticator: Arc<Authenticator>,
     /// The identity of calls that name none; `None` refuses them.
-    pub default_caller: Option<CallerId>,
+    pub default_caller: Option<Caller>,
+    /// The scope each tool needs.
+    pub tool_scopes: ToolScopes,
     pub pool_size: usize,
     /// How long a call waits for a free connection before it is told the
     /// server is busy.
@@ -92,7 +95,8 @@ pub struct MetricsSettings {
 /// What every call shares.
 pub struct State {
     pub pool: deadpool_postgres::Pool,
-    pub default_caller: Option<CallerId>,
+    pub default_caller: Option<Arc<Caller>>,
+    pub tool_scopes: ToolScopes,
     pub pool_wait: Duration,
     pub limits: crate::tools::CallLimits,
     pub schemas: crate::tools::table_schemas::Cache,
@@ -137,13 +141,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         bail!("refusing to serve: {status}");
     }
     drop(client);
-    let http_auth = match settings.authenticator.jwt() {
-        Some(_) => crate::audit::AuthMethod::Jwt,
-        None => crate::audit::AuthMethod::Header,
-    };
-    let audit =
-        crate::audit::Auditor::start(&settings.audit, settings.database.get_user(), http_auth)
-            .await?;
+    let audit = crate::audit::Auditor::start(&settings.audit, settings.database.get_user()).await?;
     if let Some(embedder) = settings.embedder.clone() {
         // Load the model while the server already answers; the first call
         // that needs it waits for this same load.
@@ -153,7 +151,8 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
     }
     Ok(Arc::new(State {
         pool,
-        default_caller: settings.default_caller,
+        default_caller: settings.default_caller.clone().map(Arc::new),
+        tool_scopes: settings.tool_scopes.clone(),
         pool_wait: settings.pool_wait,
         limits: settings.limits,
         schemas: Default::default(),
@@ -361,9 +360,9 @@ async fn accept_failed(err: std::io::Error) {
 }
 
 /// Serves one client over stdin/stdout, as `caller`.
-pub async fn serve_stdio(settings: Settings, caller: Option<CallerId>) -> Result<()> {
+pub async fn serve_stdio(settings: Settings, caller: Option<Caller>) -> Result<()> {
     let state = connect(&settings).await?;
-    let handler = Handler::new(state.clone(), caller);
+    let handler = Handler::new(state.clone(), caller.map(Arc::new));
     let service = handler
         .serve(rmcp::transport::stdio())
         .await

@@ -2,11 +2,12 @@
 //! off by default.
 //!
 //! An entry is keyed by the tool, its arguments (with object keys in a
-//! canonical order) and the caller: row-level security gives callers
-//! different rows, so one caller's answer is never served to another. An
-//! entry lives for the TTL, so an answer may be that much older than the
-//! data. Only successful answers are kept. Concurrent calls with the same key
-//! wait for one database query instead of each running their own.
+//! canonical order) and what the caller may see ([`Grant`]): row-level
+//! security gives callers different rows, so an answer is never served to
+//! a caller with another grant. An entry lives for the TTL, so an answer
+//! may be that much older than the data. Only successful answers are kept.
+//! Concurrent calls with the same key wait for one database query instead
+//! of each running their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use std::time::Duration;
 use rmcp::model::CallToolResult;
 use serde_json::Value;
 
-use crate::caller::CallerId;
+use crate::caller::Grant;
 use crate::tools::ToolError;
 
 /// How long answers are kept, and how much memory they may take.
@@ -28,14 +29,17 @@ pub struct Settings {
 struct Key {
     tool: String,
     arguments: String,
-    caller: CallerId,
+    grant: Grant,
 }
 
-/// A kept answer, as the client receives it, and its row count for the log.
-#[derive(Debug)]
+/// A kept answer, as the client receives it, and its row count and the
+/// stores its call could see, for the logs.
+#[derive(Debug, Clone)]
 pub struct Answer {
     pub result: CallToolResult,
     pub rows: Option<u64>,
+    /// As the database resolved them (`None` when no transaction opened).
+    pub visible: Option<crate::db::Visible>,
 }
 
 impl Answer {
@@ -69,20 +73,21 @@ impl ResultCache {
             .time_to_live(settings.ttl)
             .max_capacity(settings.max_bytes)
             .weigher(|key: &Key, answer: &Arc<Answer>| {
-                let bytes = key.tool.len() + key.arguments.len() + answer.weight();
+                let bytes =
+                    key.tool.len() + key.arguments.len() + key.grant.weight() + answer.weight();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .build();
         ResultCache { entries }
     }
 
-    /// The kept answer to `tool(arguments)` for `caller`, or `answer()`'s,
+    /// The kept answer to `tool(arguments)` for `grant`, or `answer()`'s,
     /// which is kept when it succeeds.
     pub async fn get_or_answer<F>(
         &self,
         tool: &str,
         arguments: &Value,
-        caller: CallerId,
+        grant: &Grant,
         answer: F,
     ) -> Result<(Arc<Answer>, Lookup), ToolError>
     where
@@ -91,7 +96,7 @@ impl ResultCache {
         let key = Key {
             tool: tool.to_owned(),
             arguments: canonical(arguments),
-            caller,
+            grant: grant.clone(),
         };
         let entry = self
             .entries

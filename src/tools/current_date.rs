@@ -43,5 +43,6 @@ pub fn call() -> ToolOutput {
             "date": now.date_naive().to_string(),
             "weekday": now.format("%A").to_string(),
         }),
+        visible: None,
     }
 }

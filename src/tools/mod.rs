@@ -13,7 +13,7 @@ use std::time::Duration;
 use deadpool_postgres::ClientWrapper;
 use serde_json::Value;
 
-use crate::caller::CallerId;
+use crate::caller::Grant;
 use crate::db;
 use crate::embeddings::Embedder;
 
@@ -165,6 +165,10 @@ impl ToolError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutput {
     pub structured: Value,
+    /// The stores the call could see, as the database resolved them when
+    /// the call's transaction opened (for the audit log); `None` when the
+    /// tool answered without one.
+    pub visible: Option<db::Visible>,
 }
 
 impl ToolOutput {
@@ -277,8 +281,8 @@ enum InTransaction {
     Schemas(table_schemas::Args),
 }
 
-/// Runs an admitted call as `caller`, in one read-only transaction with the
-/// caller's identity set for that transaction only ([`db::Call::run`]):
+/// Runs an admitted call for `grant`, in one read-only transaction with
+/// what the caller may see set for that transaction only ([`db::Call::run`]):
 /// `BEGIN READ ONLY` with the settings, the identity, the query and COMMIT,
 /// written without waiting in between, so one round trip once the query is
 /// prepared on the connection. A tool with a second statement (an embedding
@@ -290,7 +294,7 @@ enum InTransaction {
 /// connection of a call that still did not finish).
 pub async fn execute(
     client: &mut ClientWrapper,
-    caller: &CallerId,
+    grant: &Grant,
     admitted: Admitted,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
@@ -303,7 +307,7 @@ pub async fn execute(
             return raw_sql::call(
                 client,
                 context.limits.statement_cache,
-                caller,
+                grant,
                 names,
                 context.limits.raw_sql,
                 args,
@@ -316,7 +320,7 @@ pub async fn execute(
     let client: &ClientWrapper = client;
     let call = db::Call::new(client, context.limits.statement_cache, db::Settle::Commit);
     let settled = call
-        .run(caller, context.limits.statement_timeout, &[], async {
+        .run(grant, context.limits.statement_timeout, &[], async {
             match request {
                 InTransaction::Curated(ready) => ready.run(&call, context).await,
                 InTransaction::Schemas(args) => {
@@ -334,22 +338,25 @@ fn outcome(
     settled: Result<db::Settled<Result<ToolOutput, ToolError>>, tokio_postgres::Error>,
 ) -> Result<ToolOutput, ToolError> {
     let settled = settled.map_err(ToolError::from_database)?;
-    settled.opened.map_err(ToolError::from_database)?;
+    let visible = settled.opened.map_err(ToolError::from_database)?;
     let output = settled.output?;
     settled.ended.map_err(ToolError::from_database)?;
-    Ok(output)
+    Ok(ToolOutput {
+        visible: Some(visible),
+        ..output
+    })
 }
 
 /// [`admit`], then [`execute`].
 pub async fn call(
     client: &mut ClientWrapper,
-    caller: &CallerId,
+    grant: &Grant,
     name: &str,
     arguments: Value,
     context: &ToolContext<'_>,
 ) -> Result<ToolOutput, ToolError> {
     let admitted = admit(name, arguments, context).await?;
-    execute(client, caller, admitted, context).await
+    execute(client, grant, admitted, context).await
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use super::support::parse_arguments;
 use super::{ToolDescriptor, ToolError, ToolOutput};
-use crate::caller::CallerId;
+use crate::caller::Grant;
 use crate::db;
 use crate::sql_policy::{self, DatabaseNames, ReadOnlySql};
 
@@ -273,11 +273,11 @@ fn rejected(rule: impl Into<String>) -> ToolError {
     }
 }
 
-/// Validates `args` against the policy and runs it as `caller`.
+/// Validates `args` against the policy and runs it for `grant`.
 pub async fn call(
     client: &ClientWrapper,
     statement_cache: bool,
-    caller: &CallerId,
+    grant: &Grant,
     cache: &NamesCache,
     limits: Limits,
     args: Args,
@@ -286,7 +286,7 @@ pub async fn call(
     run(
         client,
         statement_cache,
-        caller,
+        grant,
         &verdict.sql,
         &verdict.columns,
         limits,
@@ -302,7 +302,7 @@ pub async fn call(
 #[cfg(any(test, feature = "test-support"))]
 pub async fn execute_unchecked_for_tests(
     client: &ClientWrapper,
-    caller: &CallerId,
+    grant: &Grant,
     sql: &str,
     limits: Limits,
 ) -> Result<ToolOutput, ToolError> {
@@ -310,7 +310,7 @@ pub async fn execute_unchecked_for_tests(
     run(
         client,
         true,
-        caller,
+        grant,
         &unchecked,
         &std::sync::OnceLock::new(),
         limits,
@@ -344,7 +344,7 @@ pub fn settings(limits: Limits) -> [(&'static str, String); 4] {
 async fn run(
     client: &ClientWrapper,
     statement_cache: bool,
-    caller: &CallerId,
+    grant: &Grant,
     sql: &ReadOnlySql,
     columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
@@ -352,7 +352,7 @@ async fn run(
     let call = db::Call::new(client, statement_cache, db::Settle::Rollback);
     let settled = call
         .run(
-            caller,
+            grant,
             limits.statement_timeout,
             &settings(limits),
             fetch(&call, sql, columns, limits),
@@ -497,6 +497,7 @@ fn collect(
     let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
     Ok(ToolOutput {
         structured: json!({ "c": names, "r": values, "n": values.len(), "truncated": truncated }),
+        visible: None,
     })
 }
 

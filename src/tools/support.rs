@@ -322,7 +322,10 @@ pub async fn collect_rows<T, E: std::fmt::Display>(
     if let Some((key, value)) = extra {
         structured[key] = Value::String(value.to_owned());
     }
-    Ok(ToolOutput { structured })
+    Ok(ToolOutput {
+        structured,
+        visible: None,
+    })
 }
 
 #[cfg(test)]

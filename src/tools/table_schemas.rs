@@ -16,9 +16,9 @@ pub const TOOL: ToolDescriptor = ToolDescriptor {
     name: "get_multiple_table_schemas",
     title: "Table schemas",
     description: "Columns (with types and nullability), primary and foreign keys of \
-         tables in the retail schema, and for the small reference tables (stores, categories, \
-         product_types) their rows. Read these before writing SQL. Valid names: retail.stores, \
-         retail.customers, retail.categories, retail.product_types, retail.products, retail.inventory, \
+         tables in the retail schema, and for the small reference tables (regions, stores, \
+         categories, product_types) their rows. Read these before writing SQL. Valid names: \
+         retail.regions, retail.stores, retail.customers, retail.categories, retail.product_types, retail.products, retail.inventory, \
          retail.orders, retail.order_items, retail.product_description_embeddings (the schema prefix \
          may be left out).",
     source: "src/tools/table_schemas.rs",
@@ -30,10 +30,14 @@ pub const NAME: &str = TOOL.name;
 
 /// Reference tables small enough to list, with the columns worth listing
 /// (never `stores.rls_user_id`: in header mode a manager's id is a credential).
-const REFERENCE_VALUES: [(&str, &str); 3] = [
+const REFERENCE_VALUES: [(&str, &str); 4] = [
+    (
+        "regions",
+        "SELECT region_id, region_name FROM retail.regions ORDER BY region_id",
+    ),
     (
         "stores",
-        "SELECT store_id, store_name, is_online FROM retail.stores ORDER BY store_id",
+        "SELECT store_id, store_name, is_online, region_id FROM retail.stores ORDER BY store_id",
     ),
     (
         "categories",
@@ -140,6 +144,7 @@ pub async fn call(
     }
     Ok(ToolOutput {
         structured: json!({ "tables": tables }),
+        visible: None,
     })
 }
 

@@ -12,11 +12,13 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlmcp::audit;
+use sqlmcp::auth::ClaimNames;
 use sqlmcp::server::Application;
 
 use crate::helpers::process::ServeProcess;
 use crate::helpers::server::{
-    JWT_SECRET, as_caller, call, claims, client, settings, spawn_app_with, text, token,
+    JWT_ISSUER, JWT_SECRET, as_caller, call, claims, client, settings, spawn_app_with,
+    spawn_jwt_app_with, text, token,
 };
 use crate::helpers::{HEAD_OFFICE, SEATTLE, TestDb, connect, sqlstate, url_of};
 
@@ -234,9 +236,16 @@ async fn assert_one_entry_per_call(db: &TestDb, total: i64) {
         (
             "calls as each caller, by header",
             "SELECT count(*) FROM sqlmcp_audit.calls WHERE auth_method = 'header' \
-             AND subject = caller_id::text AND issuer IS NULL AND stores IS NULL \
+             AND subject = caller_id::text AND issuer IS NULL \
              AND caller_id IN ('f47ac10b-58cc-4372-a567-0e02b2c3d479', '00000000-0000-0000-0000-000000000000')",
             BURST as i64,
+        ),
+        (
+            "calls that ran, with the stores the database let them see (head office: all)",
+            "SELECT count(*) FROM sqlmcp_audit.calls WHERE outcome = 'ok' \
+             AND CASE caller_id WHEN 'f47ac10b-58cc-4372-a567-0e02b2c3d479' THEN stores = '{1}' \
+                                ELSE stores IS NULL END",
+            2 * BURST as i64 / 3,
         ),
         (
             "the refused call that named no caller",
@@ -388,77 +397,139 @@ async fn the_audit_table_is_out_of_callers_reach_and_its_writer_may_only_append(
 }
 
 #[tokio::test]
-async fn jwt_callers_are_recorded_by_subject_and_their_token_is_never_logged() {
+async fn jwt_callers_are_recorded_by_issuer_subject_and_stores_and_their_token_is_never_logged() {
     let db = Arc::new(TestDb::seeded().await);
     let scratch = Scratch::new();
-    let verifier = sqlmcp::auth::JwtVerifier::new(sqlmcp::auth::JwtSettings {
-        key: sqlmcp::auth::JwtKey::Secret(JWT_SECRET),
-        issuer: "https://issuer.test",
-        audience: "sqlmcp",
-        claim: "sub",
-        revoked: None,
-    })
-    .unwrap();
-    let app = spawn_app_with(db.clone(), |s| {
-        s.authenticator = Arc::new(sqlmcp::auth::Authenticator::Jwt(Box::new(verifier)));
+    let app = spawn_jwt_app_with(db.clone(), ClaimNames::default(), |s| {
         s.audit = audit::Settings {
             log: Some(audit::LogTarget::File(scratch.path("audit.jsonl"))),
             ..audited(&db, &scratch)
         };
     })
     .await;
-    let jwt = token(
-        claims(SEATTLE, "sqlmcp", "https://issuer.test", 300),
-        jsonwebtoken::Algorithm::HS256,
-        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
-    );
-    let bearer = format!("Bearer {jwt}");
-    let seattle = client(
-        &app.url,
-        &[("authorization", &bearer), ("x-request-id", "trace-7")],
-        rmcp::model::ProtocolVersion::V_2025_11_25,
-    )
-    .await;
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let signed = |claims| token(claims, jsonwebtoken::Algorithm::HS256, &key);
+    // a store manager by id, and a token that lists two stores
+    let mut two_stores = claims("auditor-7", "sqlmcp", JWT_ISSUER, 300);
+    two_stores["stores"] = json!([1, 6]);
+    let tokens = [
+        signed(claims(SEATTLE, "sqlmcp", JWT_ISSUER, 300)),
+        signed(two_stores),
+    ];
     let sql = "SELECT store_name FROM retail.stores WHERE store_id = 1";
-    let result = call(
-        &seattle,
-        "execute_sales_query",
-        json!({"postgresql_query": sql}),
-    )
-    .await;
-    assert_eq!(result.is_error, Some(false), "{}", text(&result));
+    for (n, jwt) in tokens.iter().enumerate() {
+        let (bearer, trace) = (format!("Bearer {jwt}"), format!("trace-{n}"));
+        let headers = [
+            ("authorization", bearer.as_str()),
+            ("x-request-id", trace.as_str()),
+        ];
+        let client = client(
+            &app.url,
+            &headers,
+            rmcp::model::ProtocolVersion::V_2025_11_25,
+        )
+        .await;
+        let result = call(
+            &client,
+            "execute_sales_query",
+            json!({"postgresql_query": sql}),
+        )
+        .await;
+        assert_eq!(result.is_error, Some(false), "{}", text(&result));
+    }
     app.stop().await.unwrap();
 
-    let row = db
+    let rows = db
         .owner()
         .await
-        .query_one(
-            "SELECT auth_method, subject, caller_id::text, request_id, arguments, row_to_json(c)::text \
-             FROM sqlmcp_audit.calls c",
+        .query(
+            "SELECT request_id, auth_method, issuer, subject, caller_id::text, stores, arguments \
+             FROM sqlmcp_audit.calls ORDER BY request_id",
             &[],
         )
         .await
         .unwrap();
-    let (method, subject, caller): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!(
-        (method.as_str(), subject.as_str(), caller.as_str()),
-        ("jwt", SEATTLE, SEATTLE)
+    let entry = |n: usize| -> (
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        Vec<i32>,
+        Value,
+    ) {
+        let row = &rows[n];
+        (
+            row.get(0),
+            row.get(1),
+            row.get(2),
+            row.get(3),
+            row.get(4),
+            row.get(5),
+            row.get(6),
+        )
+    };
+    let arguments = json!({"postgresql_query": sql});
+    let by_id = (
+        "trace-0",
+        "jwt",
+        JWT_ISSUER,
+        SEATTLE,
+        Some(SEATTLE),
+        vec![1],
+        &arguments,
     );
-    assert_eq!(row.get::<_, String>(3), "trace-7");
-    assert_eq!(row.get::<_, Value>(4), json!({"postgresql_query": sql}));
-    let lines = std::fs::read_to_string(scratch.path("audit.jsonl")).unwrap();
-    let line: Value = serde_json::from_str(lines.trim()).unwrap();
-    assert_eq!(
-        (line["log"].as_str(), line["request_id"].as_str()),
-        (Some("audit"), Some("trace-7"))
+    let listed = (
+        "trace-1",
+        "jwt",
+        JWT_ISSUER,
+        "auditor-7",
+        None,
+        vec![1, 6],
+        &arguments,
     );
-    // no part of the token, nor of the answer (Seattle's store name)
-    let signature = jwt.rsplit('.').next().unwrap();
-    for logged in [row.get::<_, String>(5), lines] {
-        assert!(
-            !logged.contains(signature) && !logged.contains("Bearer"),
-            "{logged}"
+    for (n, expected) in [by_id, listed].into_iter().enumerate() {
+        let (request, method, issuer, subject, caller, stores, args) = entry(n);
+        assert_eq!(
+            (
+                request.as_str(),
+                method.as_str(),
+                issuer.as_str(),
+                subject.as_str()
+            ),
+            (expected.0, expected.1, expected.2, expected.3)
         );
+        assert_eq!(
+            (caller.as_deref(), stores, &args),
+            (expected.4, expected.5, expected.6)
+        );
+    }
+    assert_no_token_nor_answer_logged(&db, &scratch, &tokens).await;
+}
+
+/// Neither the table nor the JSON lines hold any part of a token, nor of
+/// an answer (Seattle's store name).
+async fn assert_no_token_nor_answer_logged(db: &TestDb, scratch: &Scratch, tokens: &[String]) {
+    let table: Vec<String> = db
+        .owner()
+        .await
+        .query("SELECT row_to_json(c)::text FROM sqlmcp_audit.calls c", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    let lines = std::fs::read_to_string(scratch.path("audit.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), tokens.len());
+    for line in lines.lines() {
+        assert_eq!(serde_json::from_str::<Value>(line).unwrap()["log"], "audit");
+    }
+    for logged in table.iter().chain([&lines]) {
+        for jwt in tokens {
+            let signature = jwt.rsplit('.').next().unwrap();
+            assert!(!logged.contains(signature), "{logged}");
+        }
+        assert!(!logged.contains("Bearer"), "{logged}");
         assert!(!logged.contains("Zava Retail Seattle"), "{logged}");
     }
 }

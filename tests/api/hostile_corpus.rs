@@ -739,6 +739,39 @@ pub const MORE_ATTACKS: &[(&str, &str, Class)] = &[
     ),
     // fails at execution: no cursor
     ("FETCH ALL FROM c", "fetch", Control),
+    // Escape: identity sets (migration V6) — signing a longer list of stores,
+    // or every store, with the caller's own MAC; the server's statement
+    (
+        "SELECT set_config('sqlmcp.caller', '*:' || split_part(current_setting('sqlmcp.caller'), ':', 2), true)",
+        "set_config",
+        Escape,
+    ),
+    (
+        "SELECT sqlmcp_identity.open_call(NULL, ARRAY[1, 2, 3, 4, 5, 6, 7, 8], NULL)",
+        "open_call",
+        Escape,
+    ),
+    (
+        "SELECT count(*) FROM retail.orders, LATERAL (SELECT sqlmcp_identity.open_call('00000000-0000-0000-0000-000000000000', NULL, NULL)) o",
+        "open_call",
+        Escape,
+    ),
+    // Stats: who manages which region is a credential in header mode
+    (
+        "SELECT rls_user_id FROM sqlmcp_identity.region_managers",
+        "region_managers",
+        Stats,
+    ),
+    (
+        "SELECT s.store_name, r.region_name, s.rls_user_id FROM retail.stores s JOIN retail.regions r USING (region_id)",
+        "rls_user_id",
+        Stats,
+    ),
+    (
+        "SELECT sqlmcp_identity.granted_stores()",
+        "granted_stores",
+        Snoop,
+    ),
 ];
 
 /// Legitimate analytics over the retail schema that use allow-listed functions.
@@ -776,5 +809,6 @@ pub const MORE_LEGITIMATE: &[&str] = &[
     "SELECT c.customer_id, count(o.order_id) AS orders, bool_or(o.order_date >= DATE '2024-03-01') AS active_since_march, max(o.order_date) - min(o.order_date) AS span_days, date_part('year', c.created_at) AS cohort FROM retail.customers c LEFT JOIN retail.orders o USING (customer_id) GROUP BY c.customer_id, c.created_at HAVING count(o.order_id) > 0",
     r#"SELECT j.sku, j.qty FROM jsonb_to_recordset('[{"sku": "PL-001", "qty": 3}, {"sku": "EL-002", "qty": 1}]'::jsonb) AS j(sku varchar, qty int) JOIN retail.products p ON p.sku = j.sku"#,
     "SELECT corr(quantity, total_amount) AS qty_revenue_corr, regr_slope(total_amount, quantity) AS slope, stddev_samp(total_amount) AS sd, mode() WITHIN GROUP (ORDER BY product_id) AS most_common_product, rank(50) WITHIN GROUP (ORDER BY total_amount) AS rank_of_50 FROM retail.order_items",
+    "SELECT r.region_name, count(DISTINCT o.store_id) AS stores, sum(oi.total_amount) AS revenue FROM retail.orders o JOIN retail.order_items oi USING (order_id) JOIN retail.stores s ON s.store_id = o.store_id JOIN retail.regions r ON r.region_id = s.region_id GROUP BY r.region_name ORDER BY revenue DESC",
     "SELECT t.type_name, count(*) FILTER (WHERE i.stock_level = 0) AS out_of_stock, count(*) FILTER (WHERE i.stock_level BETWEEN 1 AND 5) AS low FROM retail.inventory i JOIN retail.products p USING (product_id) JOIN retail.product_types t USING (type_id) GROUP BY ROLLUP (t.type_name)",
 ];

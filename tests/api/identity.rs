@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use rmcp::model::{CallToolResult, ProtocolVersion};
 use serde_json::{Value, json};
-use sqlmcp::caller::CallerId;
+use sqlmcp::auth::ToolScopes;
+use sqlmcp::caller::{Caller, CallerId, Principal};
 
 use crate::helpers::server::{
     JWT_SECRET, as_caller, call, claims, client, spawn_app, spawn_app_with, spawn_jwt_app, text,
@@ -101,8 +102,14 @@ async fn a_call_without_identity_is_refused_unless_a_default_is_configured() {
     anonymous.cancel().await.unwrap();
     app.stop().await.unwrap();
 
-    let with_default =
-        spawn_app_with(db, |s| s.default_caller = Some(CallerId::for_tests(ONLINE))).await;
+    let with_default = spawn_app_with(db, |s| {
+        s.default_caller = Some(Caller::by_id(
+            CallerId::for_tests(ONLINE),
+            Principal::Default,
+            ToolScopes::new(&[]).unwrap().every_scope(),
+        ))
+    })
+    .await;
     let anonymous = client(&with_default.url, &[], ProtocolVersion::V_2025_11_25).await;
     let result = call(&anonymous, "store_performance", json!({})).await;
     assert_eq!(result.structured_content.unwrap()["rows"][0]["store_id"], 8);
@@ -202,7 +209,9 @@ async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
             .unwrap()
             .to_owned();
         assert!(
-            challenge.starts_with(r#"Bearer realm="sqlmcp", error="invalid_token""#),
+            challenge.starts_with(
+                r#"Bearer realm="sqlmcp", scope="sales:read sales:sql", error="invalid_token""#
+            ),
             "{challenge}"
         );
         assert!(
@@ -220,7 +229,7 @@ async fn jwt_mode_accepts_verified_tokens_and_refuses_everything_else() {
     assert_eq!(missing.status(), 401);
     assert_eq!(
         missing.headers()["www-authenticate"],
-        r#"Bearer realm="sqlmcp""#
+        r#"Bearer realm="sqlmcp", scope="sales:read sales:sql""#
     );
     app.stop().await.unwrap();
 }

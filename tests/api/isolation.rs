@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
-use sqlmcp::caller::CallerId;
+use sqlmcp::caller::{CallerId, Grant};
 use sqlmcp::tools::raw_sql::{self, Limits};
 use sqlmcp::{db, migrate, sql_policy};
 use tokio_util::sync::CancellationToken;
@@ -127,7 +127,12 @@ async fn no_sql_forges_the_identity_on_a_database_migrated_without_superuser() {
     let forgeries = [
         // the legacy setting the policies used to read
         "SELECT set_config('app.current_rls_user_id', '00000000-0000-0000-0000-000000000000', true)".to_owned(),
-        // the new setting, with Seattle's own valid MAC
+        // the signed setting, every store or a longer list, with Seattle's own valid MAC
+        format!("SELECT set_config('sqlmcp.caller', '*:{mac}', true)"),
+        format!("SELECT set_config('sqlmcp.caller', '1,2,3,4,5,6,7,8:{mac}', true)"),
+        "SELECT set_config('sqlmcp.caller', '1,2:' || split_part(current_setting('sqlmcp.caller'), ':', 2), true)"
+            .to_owned(),
+        // the format of before (an id), with the MAC
         format!("SELECT set_config('sqlmcp.caller', '00000000-0000-0000-0000-000000000000:{mac}', true)"),
         // head office's token from another transaction (a leak, replayed)
         format!("SELECT set_config('sqlmcp.caller', '{head_office_token}', true)"),
@@ -135,21 +140,39 @@ async fn no_sql_forges_the_identity_on_a_database_migrated_without_superuser() {
         format!("SELECT set_config('sqlmcp.caller', '{seattle_token}', true)"),
         // through a function that runs SQL from a string
         "SELECT * FROM ts_stat($q$SELECT to_tsvector('simple', set_config('sqlmcp.caller', \
-         '00000000-0000-0000-0000-000000000000:' || repeat('0', 64), true))$q$)"
+         '*:' || repeat('0', 64), true))$q$)"
             .to_owned(),
-        "SELECT query_to_xml($q$SELECT sqlmcp_identity.open_call('00000000-0000-0000-0000-000000000000')$q$, true, true, '')".to_owned(),
-        // the server's statement, written by a caller
+        "SELECT query_to_xml($q$SELECT sqlmcp_identity.open_call(NULL, ARRAY[1,2,3,4,5,6,7,8], NULL)$q$, true, true, '')".to_owned(),
+        // the server's statement, written by a caller, in either form
+        "SELECT sqlmcp_identity.open_call('00000000-0000-0000-0000-000000000000', NULL, NULL)".to_owned(),
+        "SELECT sqlmcp_identity.open_call(NULL, '{1,2,3,4,5,6,7,8}', '{West,East,Online}')".to_owned(),
         "SELECT sqlmcp_identity.open_call('00000000-0000-0000-0000-000000000000')".to_owned(),
-        "SELECT sqlmcp_identity.caller_id()".to_owned(),
+        // becoming a regional manager: the mapping is neither readable nor writable
+        "INSERT INTO sqlmcp_identity.region_managers VALUES ('f47ac10b-58cc-4372-a567-0e02b2c3d479', 2)".to_owned(),
+        "SELECT * FROM sqlmcp_identity.region_managers".to_owned(),
+        "UPDATE retail.stores SET region_id = 2 WHERE store_id = 1".to_owned(),
+        "SELECT sqlmcp_identity.granted_stores()".to_owned(),
         // the key and the signer
         "SELECT * FROM sqlmcp_identity.key".to_owned(),
-        "SELECT sqlmcp_identity.mac('00000000-0000-0000-0000-000000000000')".to_owned(),
+        "SELECT sqlmcp_identity.mac('*')".to_owned(),
         "SELECT set_config('role', 'sqlmcp_managed_owner', true)".to_owned(),
         "SELECT set_config('row_security', 'off', true)".to_owned(),
+    ];
+    // what signs or maps identities must not even run: it would leak a
+    // credential or a signature, whatever the rows
+    let must_fail = [
+        "sqlmcp_identity.key",
+        "mac(",
+        "region_managers",
+        "open_call",
     ];
     for forgery in &forgeries {
         let tx = open_as(app, SEATTLE).await;
         let ran = tx.batch_execute(forgery).await.is_ok();
+        assert!(
+            !(ran && must_fail.iter().any(|part| forgery.contains(part))),
+            "{forgery} ran"
+        );
         if ran {
             assert_eq!(
                 others_seen(&tx).await,
@@ -171,7 +194,7 @@ async fn a_call_cannot_outlive_its_deadline_even_when_its_sql_lifts_the_timeout(
     let db = TestDb::seeded().await;
     let connection = db.app().await;
     let cancel = connection.cancel_token();
-    let caller = CallerId::for_tests(SEATTLE);
+    let caller = Grant::from(CallerId::for_tests(SEATTLE));
     // the policy would refuse both; without it, only the deadline stops this
     let hostile = "SELECT set_config('statement_timeout', '0', false), pg_sleep(30)";
     let task = tokio::spawn(async move {

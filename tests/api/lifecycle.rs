@@ -7,12 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
+use sqlmcp::auth::{Authenticator, JwtKey, JwtVerifier};
 use sqlmcp::secret::Secret;
 use sqlmcp::server::{Application, Settings};
 
 use crate::helpers::server::{
-    JWT_SECRET, as_caller, call, settings, spawn_app, spawn_app_with, text,
+    JWT_ISSUER, JWT_SECRET, as_caller, call, jwt_settings, settings, spawn_app, spawn_app_with,
+    text,
 };
 use crate::helpers::{SEATTLE, TableLock, TestDb};
 
@@ -187,13 +188,11 @@ async fn metrics_move_to_their_own_address_ask_for_a_token_and_are_never_public_
 
     // with authentication on and no token, /metrics is not served at all
     let verifier = || {
-        JwtVerifier::new(JwtSettings {
-            key: JwtKey::Secret(JWT_SECRET),
-            issuer: "https://issuer.test",
-            audience: "sqlmcp",
-            claim: "sub",
-            revoked: None,
-        })
+        JwtVerifier::new(jwt_settings(
+            JwtKey::Secret(JWT_SECRET),
+            JWT_ISSUER,
+            "sqlmcp",
+        ))
         .unwrap()
     };
     let app = spawn_app_with(db.clone(), |s| {

@@ -2,6 +2,7 @@
 //! binary so that they share one build. See `helpers` for the databases
 //! and the server under test.
 
+mod access;
 mod audit;
 mod codegen;
 mod edge;

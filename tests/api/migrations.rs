@@ -36,7 +36,7 @@ async fn migrate_applies_everything_then_is_a_no_op() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(tables, 9);
+    assert_eq!(tables, 10);
     let history: i64 = owner
         .query_one("SELECT count(*) FROM refinery_schema_history", &[])
         .await

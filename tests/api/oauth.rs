@@ -14,7 +14,7 @@ use rmcp::model::ProtocolVersion;
 use serde_json::{Value, json};
 use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
 
-use crate::helpers::server::{TestApp, call, client, spawn_app_with};
+use crate::helpers::server::{TestApp, call, client, jwt_settings, spawn_app_with};
 use crate::helpers::{SEATTLE, TestDb};
 
 /// The audience tokens must name: this server's `/mcp` as clients reach it.
@@ -136,15 +136,13 @@ async fn spawn_resource_revoking(
     refetch_every: Duration,
     revoked: Option<&std::path::Path>,
 ) -> TestApp {
+    let key = JwtKey::Issuers {
+        urls: std::slice::from_ref(&issuer.url),
+        refetch_every,
+    };
     let verifier = JwtVerifier::new(JwtSettings {
-        key: JwtKey::Issuers {
-            urls: std::slice::from_ref(&issuer.url),
-            refetch_every,
-        },
-        issuer: "",
-        audience: RESOURCE,
-        claim: "sub",
         revoked,
+        ..jwt_settings(key, "", RESOURCE)
     })
     .unwrap();
     spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
@@ -210,13 +208,17 @@ async fn an_oauth_client_finds_the_authorization_server_and_only_its_tokens_for_
             "{path}"
         );
         assert_eq!(metadata["bearer_methods_supported"], json!(["header"]));
+        assert_eq!(
+            metadata["scopes_supported"],
+            json!(["sales:read", "sales:sql"])
+        );
     }
     // a 401 says where that metadata is
     let (status, challenge, _) = list_tools(&app, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(
         challenge,
-        r#"Bearer realm="sqlmcp", resource_metadata="https://mcp.zava.test/.well-known/oauth-protected-resource/mcp""#
+        r#"Bearer realm="sqlmcp", resource_metadata="https://mcp.zava.test/.well-known/oauth-protected-resource/mcp", scope="sales:read sales:sql""#
     );
 
     let good = issuer.token(SEATTLE, "test-rsa", "rsa-private.pem", |_| {});

@@ -4,7 +4,7 @@
 //! Legitimate analytics pass.
 
 use serde_json::{Value, json};
-use sqlmcp::caller::CallerId;
+use sqlmcp::caller::{CallerId, Grant};
 use sqlmcp::tools::raw_sql::{self, Limits};
 use sqlmcp::tools::{self, CallLimits, ToolContext, ToolError};
 use std::time::Duration;
@@ -569,7 +569,7 @@ async fn run(
         },
         ..ToolContext::default()
     };
-    let caller = CallerId::for_tests(caller);
+    let caller = Grant::from(CallerId::for_tests(caller));
     tools::call(
         client,
         &caller,
@@ -709,7 +709,7 @@ async fn forges_identity(client: &mut deadpool_postgres::ClientWrapper, sql: &st
 async fn without_the_policy_the_database_stops_writes_and_identity_forgery() {
     let db = TestDb::seeded().await;
     let before = fingerprint(&db).await;
-    let caller = CallerId::for_tests(SEATTLE);
+    let caller = Grant::from(CallerId::for_tests(SEATTLE));
     let limits = Limits {
         statement_timeout: Duration::from_millis(500),
         max_bytes: 64 * 1024,

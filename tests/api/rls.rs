@@ -1,9 +1,10 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use sqlmcp::caller::{CallerId, Grant};
 use tokio_postgres::NoTls;
 
 use crate::helpers::{
-    HEAD_OFFICE, ONLINE, ONLINE_STORE_ID, REDMOND, REDMOND_STORE_ID, SEATTLE, SEATTLE_STORE_ID,
-    TENANT_TABLES, TestDb, count_as, message, query_as, sqlstate,
+    EAST_REGIONAL, HEAD_OFFICE, ONLINE, ONLINE_STORE_ID, REDMOND, REDMOND_STORE_ID, SEATTLE,
+    SEATTLE_STORE_ID, TENANT_TABLES, TestDb, count_as, message, query_as, sqlstate,
 };
 
 /// Rows of each tenant table per store, counted as the owner (head office).
@@ -141,9 +142,7 @@ async fn the_app_role_cannot_write_even_as_head_office() {
     for statement in statements {
         // a read-write transaction that commits: the privileges alone must stop it
         let tx = app.transaction().await.unwrap();
-        tx.execute(sqlmcp::db::OPEN_CALL, &[&HEAD_OFFICE])
-            .await
-            .unwrap();
+        sqlmcp::db::set_caller(&*tx, &Grant::ALL).await.unwrap();
         let err = tx
             .batch_execute(statement)
             .await
@@ -240,17 +239,18 @@ async fn identity_does_not_leak_across_pooled_transactions() {
     let pool = Pool::builder(manager).max_size(1).build().unwrap();
     let mut backend_pids = std::collections::HashSet::new();
 
+    // the setting holds the signed store set: `*` for every store
     let sequence = [
-        (Some(SEATTLE), expected_seattle),
-        (None, 0),
-        (Some(HEAD_OFFICE), expected_all),
-        (None, 0),
-        (Some(REDMOND), expected_redmond),
-        (Some(SEATTLE), expected_seattle),
-        (None, 0),
+        (Some(SEATTLE), expected_seattle, "1"),
+        (None, 0, ""),
+        (Some(HEAD_OFFICE), expected_all, "*"),
+        (None, 0, ""),
+        (Some(REDMOND), expected_redmond, "6"),
+        (Some(SEATTLE), expected_seattle, "1"),
+        (None, 0, ""),
     ];
     for round in 0..3 {
-        for (caller, expected) in sequence {
+        for (caller, expected, signed) in sequence {
             let mut conn = pool.get().await.unwrap();
             let tx = conn
                 .build_transaction()
@@ -259,7 +259,9 @@ async fn identity_does_not_leak_across_pooled_transactions() {
                 .await
                 .unwrap();
             if let Some(caller) = caller {
-                tx.execute(sqlmcp::db::OPEN_CALL, &[&caller]).await.unwrap();
+                sqlmcp::db::set_caller(&*tx, &CallerId::for_tests(caller).into())
+                    .await
+                    .unwrap();
             }
             let row = tx
                 .query_one(
@@ -274,12 +276,94 @@ async fn identity_does_not_leak_across_pooled_transactions() {
             let (count, pid, setting): (i64, i32, String) = (row.get(0), row.get(1), row.get(2));
             backend_pids.insert(pid);
             assert_eq!(count, expected, "round {round}, caller {caller:?}");
-            assert_eq!(
-                setting,
-                caller.unwrap_or(""),
-                "round {round}: setting leaked"
-            );
+            assert_eq!(setting, signed, "round {round}: setting leaked");
         }
     }
     assert_eq!(backend_pids.len(), 1, "all calls shared one connection");
+}
+
+/// Rows of each tenant table of any of `stores`, counted as head office.
+async fn counts_for_stores(db: &TestDb, stores: &[i32]) -> Vec<i64> {
+    let list = format!(
+        "{{{}}}",
+        stores
+            .iter()
+            .map(i32::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut owner = db.owner().await;
+    let mut counts = Vec::new();
+    for (table, column) in TENANT_TABLES {
+        let rows = query_as(
+            &mut owner,
+            Some(HEAD_OFFICE),
+            &format!("SELECT count(*) FROM {table} WHERE {column} = ANY ('{list}')"),
+        )
+        .await
+        .unwrap();
+        counts.push(rows[0].get(0));
+    }
+    counts
+}
+
+/// What each tenant table shows under `grant`, straight from the database:
+/// no server, no policy, only the signed set.
+async fn counts_under(db: &TestDb, grant: &Grant) -> (Vec<i64>, Option<Vec<i32>>) {
+    let mut app = db.app().await;
+    let tx = app
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .unwrap();
+    let visible = sqlmcp::db::set_caller(&*tx, grant).await.unwrap();
+    let mut counts = Vec::new();
+    for (table, _) in TENANT_TABLES {
+        counts.push(
+            tx.query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                .await
+                .unwrap()
+                .get(0),
+        );
+    }
+    (counts, visible)
+}
+
+#[tokio::test]
+async fn a_set_of_stores_sees_exactly_the_union_of_their_rows() {
+    let db = TestDb::seeded().await;
+    let listed = |stores: &[i32], regions: &[&str]| Grant::Listed {
+        stores: stores.iter().copied().collect(),
+        regions: regions.iter().map(|r| r.to_string()).collect(),
+    };
+    let cases = [
+        (
+            Grant::from(CallerId::for_tests(EAST_REGIONAL)),
+            vec![2, 4, 6, 7],
+        ),
+        (listed(&[1, 7], &[]), vec![1, 7]),
+        (listed(&[], &["west"]), vec![1, 3, 5]),
+        (listed(&[8], &["EAST"]), vec![2, 4, 6, 7, 8]),
+        (listed(&[0, -1, 999], &["Atlantis", ""]), vec![]),
+        (listed(&[], &[]), vec![]),
+    ];
+    for (grant, stores) in cases {
+        let (counts, visible) = counts_under(&db, &grant).await;
+        assert_eq!(counts, counts_for_stores(&db, &stores).await, "{grant}");
+        assert_eq!(
+            visible,
+            Some(stores.clone()),
+            "{grant}: what open_call returns"
+        );
+        if !stores.is_empty() {
+            assert!(
+                counts.iter().all(|&n| n > 0),
+                "{grant}: rows in every table"
+            );
+        }
+    }
+    let (counts, visible) = counts_under(&db, &Grant::ALL).await;
+    assert_eq!(counts, counts_for_store(&db, None).await);
+    assert_eq!(visible, None, "every store");
 }

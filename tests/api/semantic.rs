@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures_util::future::BoxFuture;
 use serde_json::json;
 use sqlmcp::backfill;
-use sqlmcp::caller::CallerId;
+use sqlmcp::caller::{CallerId, Grant};
 use sqlmcp::embeddings::Embedder;
 use sqlmcp::tools::{self, ToolContext};
 
@@ -122,7 +122,7 @@ async fn the_local_model_finds_what_people_ask_for() {
         embedder: Some(embedder.as_ref()),
         ..ToolContext::default()
     };
-    let caller = CallerId::for_tests(SEATTLE);
+    let caller = Grant::from(CallerId::for_tests(SEATTLE));
     let mut client = db.app().await;
     let (mut recall_sum, mut reciprocal_sum) = (0.0, 0.0);
     let mut report = String::new();

@@ -4,7 +4,7 @@
 
 use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
-use sqlmcp::caller::{CallerId, HEAD_OFFICE as HEAD_OFFICE_ID};
+use sqlmcp::caller::{CallerId, Grant};
 use sqlmcp::embeddings::Embedder;
 use sqlmcp::tools::{self, CallLimits, ToolContext, ToolError};
 
@@ -20,7 +20,7 @@ async fn call_with(
     context: &ToolContext<'_>,
 ) -> Result<Value, ToolError> {
     let mut client = db.app().await;
-    let caller = CallerId::for_tests(caller);
+    let caller = Grant::from(CallerId::for_tests(caller));
     let output = tools::call(&mut client, &caller, name, arguments, context).await?;
     assert_conforms(name, &output.structured);
     Ok(output.structured)
@@ -50,7 +50,7 @@ fn assert_conforms(name: &str, result: &Value) {
 }
 
 /// Rows of an independent query, as the caller, each row as JSON strings.
-async fn expected(db: &TestDb, caller: &str, sql: &str) -> Vec<Vec<String>> {
+pub(crate) async fn expected(db: &TestDb, caller: &str, sql: &str) -> Vec<Vec<String>> {
     let mut owner = db.app().await;
     query_as(&mut owner, Some(caller), sql)
         .await
@@ -61,7 +61,7 @@ async fn expected(db: &TestDb, caller: &str, sql: &str) -> Vec<Vec<String>> {
 }
 
 /// Selected fields of each result row, as strings.
-fn actual(result: &Value, fields: &[&str]) -> Vec<Vec<String>> {
+pub(crate) fn actual(result: &Value, fields: &[&str]) -> Vec<Vec<String>> {
     result["rows"]
         .as_array()
         .expect("rows")
@@ -134,7 +134,7 @@ async fn prepared_queries(client: &tokio_postgres::Client) -> Vec<String> {
 #[tokio::test]
 async fn curated_queries_are_prepared_once_per_connection_unless_the_cache_is_off() {
     let db = TestDb::seeded().await;
-    let caller = CallerId::for_tests(SEATTLE);
+    let caller = Grant::from(CallerId::for_tests(SEATTLE));
     for cache in [true, false] {
         let context = ToolContext {
             limits: CallLimits {
@@ -630,7 +630,7 @@ async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
     for (tool, arguments, argument, rule) in bad_argument_cases() {
         let err = tools::call(
             &mut dead,
-            &HEAD_OFFICE_ID,
+            &Grant::ALL,
             tool,
             arguments.clone(),
             &ToolContext::default(),
@@ -650,7 +650,7 @@ async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
     }
     let err = tools::call(
         &mut dead,
-        &HEAD_OFFICE_ID,
+        &Grant::ALL,
         "drop_tables",
         json!({}),
         &ToolContext::default(),
@@ -660,7 +660,7 @@ async fn bad_arguments_name_the_argument_and_the_rule_before_any_sql() {
     assert_eq!(err, ToolError::UnknownTool("drop_tables".to_owned()));
     let err = tools::call(
         &mut dead,
-        &HEAD_OFFICE_ID,
+        &Grant::ALL,
         "top_products",
         json!([1]),
         &ToolContext::default(),
@@ -769,7 +769,7 @@ async fn table_schemas_describe_columns_keys_and_reference_values() {
     assert_eq!(stores["rows"].as_array().unwrap().len(), 8);
     assert_eq!(
         stores["rows"][7],
-        json!({"store_id": 8, "store_name": "Zava Retail Online", "is_online": true})
+        json!({"store_id": 8, "store_name": "Zava Retail Online", "is_online": true, "region_id": 3})
     );
     assert!(
         !stores["rows"].to_string().contains("rls_user_id"),

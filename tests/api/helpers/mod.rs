@@ -22,6 +22,9 @@ pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";
 pub const SEATTLE: &str = "f47ac10b-58cc-4372-a567-0e02b2c3d479";
 pub const REDMOND: &str = "e7f8a9b0-c1d2-3e4f-5678-90abcdef1234";
 pub const ONLINE: &str = "2f4e6d8c-1a3b-5c7e-9f0a-b2d4f6e8c0a2";
+/// The regional manager of East: Bellevue, Spokane, Redmond and Kirkland.
+pub const EAST_REGIONAL: &str = "7c3e5a9b-2d4f-4e6a-8b1c-3d5e7f9a1b2c";
+pub const EAST_STORE_IDS: [i64; 4] = [2, 4, 6, 7];
 pub const SEATTLE_STORE_ID: i32 = 1;
 pub const REDMOND_STORE_ID: i32 = 6;
 pub const ONLINE_STORE_ID: i32 = 8;
@@ -361,7 +364,7 @@ pub async fn open_as<'a>(
         .start()
         .await
         .unwrap();
-    db::set_caller(&tx, &sqlmcp::caller::CallerId::for_tests(caller))
+    db::set_caller(&tx, &sqlmcp::caller::CallerId::for_tests(caller).into())
         .await
         .unwrap();
     tx
@@ -376,7 +379,11 @@ pub async fn query_as(
 ) -> Result<Vec<tokio_postgres::Row>, tokio_postgres::Error> {
     let tx = client.build_transaction().read_only(true).start().await?;
     if let Some(caller) = caller {
-        tx.execute(db::OPEN_CALL, &[&caller]).await?;
+        tx.execute(
+            db::OPEN_CALL,
+            &[&caller, &None::<Vec<i32>>, &None::<Vec<String>>],
+        )
+        .await?;
     }
     let rows = tx.query(sql, &[]).await?;
     tx.commit().await?;

@@ -15,7 +15,7 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
-use sqlmcp::auth::{Authenticator, JwtKey, JwtSettings, JwtVerifier};
+use sqlmcp::auth::{Authenticator, ClaimNames, JwtKey, JwtSettings, JwtVerifier, ToolScopes};
 use sqlmcp::server::{Application, Settings};
 use tokio::sync::oneshot;
 
@@ -74,8 +74,11 @@ pub fn settings(db: &TestDb) -> Settings {
         header_timeout: Duration::from_secs(10),
         body_timeout: Duration::from_secs(10),
         max_connections: 512,
-        authenticator: Arc::new(Authenticator::Header),
+        authenticator: Arc::new(Authenticator::Header(
+            ToolScopes::new(&[]).unwrap().every_scope(),
+        )),
         default_caller: None,
+        tool_scopes: ToolScopes::new(&[]).unwrap(),
         pool_size: 4,
         pool_wait: Duration::from_secs(5),
         limits: Default::default(),
@@ -114,15 +117,51 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(Arc::new(TestDb::seeded().await), |_| {}).await
 }
 
+/// A JWT verifier as `sqlmcp serve` makes one by default: the claims
+/// `sub`, `roles`, `stores`, `regions` and `scope`/`scp`, every scope for a
+/// token that names none.
+pub fn jwt_settings<'a>(key: JwtKey<'a>, issuer: &'a str, audience: &'a str) -> JwtSettings<'a> {
+    let tool_scopes = ToolScopes::new(&[]).unwrap();
+    JwtSettings {
+        key,
+        issuer,
+        audience,
+        claims: ClaimNames::default(),
+        default_scopes: tool_scopes.every_scope(),
+        scopes_supported: tool_scopes.all().into_iter().map(str::to_owned).collect(),
+        revoked: None,
+    }
+}
+
+/// The issuer of [`spawn_jwt_app`]'s tokens.
+pub const JWT_ISSUER: &str = "https://issuer.test";
+
+/// A server in JWT mode with HS256 tokens signed by [`JWT_SECRET`], from
+/// [`JWT_ISSUER`] for the audience `sqlmcp`, and `tweak`ed.
+pub async fn spawn_jwt_app_with(
+    db: Arc<TestDb>,
+    claims: ClaimNames,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let verifier = JwtVerifier::new(JwtSettings {
+        claims,
+        ..jwt_settings(JwtKey::Secret(JWT_SECRET), JWT_ISSUER, "sqlmcp")
+    })
+    .unwrap();
+    spawn_app_with(db, |s| {
+        s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier)));
+        tweak(s);
+    })
+    .await
+}
+
 /// A server in JWT mode with HS256 tokens signed by [`JWT_SECRET`].
 pub async fn spawn_jwt_app() -> TestApp {
-    let verifier = JwtVerifier::new(JwtSettings {
-        key: JwtKey::Secret(JWT_SECRET),
-        issuer: "https://issuer.test",
-        audience: "sqlmcp",
-        claim: "sub",
-        revoked: None,
-    })
+    let verifier = JwtVerifier::new(jwt_settings(
+        JwtKey::Secret(JWT_SECRET),
+        JWT_ISSUER,
+        "sqlmcp",
+    ))
     .unwrap();
     spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
         s.authenticator = Arc::new(Authenticator::Jwt(Box::new(verifier)))
