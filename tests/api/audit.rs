@@ -396,6 +396,26 @@ async fn the_audit_table_is_out_of_callers_reach_and_its_writer_may_only_append(
     }
 }
 
+/// Three tokens: a store manager's by id, one that lists two stores, and
+/// one that lists a region, whose stores the database resolves.
+fn jwt_callers() -> [String; 3] {
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let signed = |subject: &str, listing: Option<(&str, Value)>| {
+        let mut claims = claims(subject, "sqlmcp", JWT_ISSUER, 300);
+        if let Some((claim, value)) = listing {
+            claims[claim] = value;
+        }
+        token(claims, jsonwebtoken::Algorithm::HS256, &key)
+    };
+    [
+        signed(SEATTLE, None),
+        signed("auditor-7", Some(("stores", json!([1, 6])))),
+        signed("west-lead", Some(("regions", json!(["West"])))),
+    ]
+}
+
+const STORE_ONE: &str = "SELECT store_name FROM retail.stores WHERE store_id = 1";
+
 #[tokio::test]
 async fn jwt_callers_are_recorded_by_issuer_subject_and_stores_and_their_token_is_never_logged() {
     let db = Arc::new(TestDb::seeded().await);
@@ -407,103 +427,45 @@ async fn jwt_callers_are_recorded_by_issuer_subject_and_stores_and_their_token_i
         };
     })
     .await;
-    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
-    let signed = |claims| token(claims, jsonwebtoken::Algorithm::HS256, &key);
-    // a store manager by id, and a token that lists two stores
-    let mut two_stores = claims("auditor-7", "sqlmcp", JWT_ISSUER, 300);
-    two_stores["stores"] = json!([1, 6]);
-    let tokens = [
-        signed(claims(SEATTLE, "sqlmcp", JWT_ISSUER, 300)),
-        signed(two_stores),
-    ];
-    let sql = "SELECT store_name FROM retail.stores WHERE store_id = 1";
+    let tokens = jwt_callers();
     for (n, jwt) in tokens.iter().enumerate() {
         let (bearer, trace) = (format!("Bearer {jwt}"), format!("trace-{n}"));
-        let headers = [
-            ("authorization", bearer.as_str()),
-            ("x-request-id", trace.as_str()),
-        ];
-        let client = client(
-            &app.url,
-            &headers,
-            rmcp::model::ProtocolVersion::V_2025_11_25,
-        )
-        .await;
-        let result = call(
-            &client,
-            "execute_sales_query",
-            json!({"postgresql_query": sql}),
-        )
-        .await;
+        let headers = [("authorization", &*bearer), ("x-request-id", &*trace)];
+        let version = rmcp::model::ProtocolVersion::V_2025_11_25;
+        let client = client(&app.url, &headers, version).await;
+        let arguments = json!({"postgresql_query": STORE_ONE});
+        let result = call(&client, "execute_sales_query", arguments).await;
         assert_eq!(result.is_error, Some(false), "{}", text(&result));
     }
     app.stop().await.unwrap();
 
-    let rows = db
-        .owner()
+    let owner = db.owner().await;
+    let select = "SELECT json_build_object('request_id', request_id, 'auth_method', auth_method, \
+                  'issuer', issuer, 'subject', subject, 'caller_id', caller_id, 'stores', stores, \
+                  'arguments', arguments) FROM sqlmcp_audit.calls ORDER BY request_id";
+    let entries: Vec<Value> = owner
+        .query(select, &[])
         .await
-        .query(
-            "SELECT request_id, auth_method, issuer, subject, caller_id::text, stores, arguments \
-             FROM sqlmcp_audit.calls ORDER BY request_id",
-            &[],
-        )
-        .await
-        .unwrap();
-    let entry = |n: usize| -> (
-        String,
-        String,
-        String,
-        String,
-        Option<String>,
-        Vec<i32>,
-        Value,
-    ) {
-        let row = &rows[n];
-        (
-            row.get(0),
-            row.get(1),
-            row.get(2),
-            row.get(3),
-            row.get(4),
-            row.get(5),
-            row.get(6),
-        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let west = "SELECT json_agg(store_id ORDER BY store_id) FROM retail.stores \
+                JOIN retail.regions USING (region_id) WHERE region_name = 'West'";
+    let west: Value = owner.query_one(west, &[]).await.unwrap().get(0);
+    let expected = |n: usize, subject: &str, caller_id: Option<&str>, stores: Value| {
+        json!({"request_id": format!("trace-{n}"), "auth_method": "jwt", "issuer": JWT_ISSUER,
+               "subject": subject, "caller_id": caller_id, "stores": stores,
+               "arguments": {"postgresql_query": STORE_ONE}})
     };
-    let arguments = json!({"postgresql_query": sql});
-    let by_id = (
-        "trace-0",
-        "jwt",
-        JWT_ISSUER,
-        SEATTLE,
-        Some(SEATTLE),
-        vec![1],
-        &arguments,
+    assert_eq!(
+        entries,
+        [
+            expected(0, SEATTLE, Some(SEATTLE), json!([1])),
+            expected(1, "auditor-7", None, json!([1, 6])),
+            expected(2, "west-lead", None, west),
+        ]
     );
-    let listed = (
-        "trace-1",
-        "jwt",
-        JWT_ISSUER,
-        "auditor-7",
-        None,
-        vec![1, 6],
-        &arguments,
-    );
-    for (n, expected) in [by_id, listed].into_iter().enumerate() {
-        let (request, method, issuer, subject, caller, stores, args) = entry(n);
-        assert_eq!(
-            (
-                request.as_str(),
-                method.as_str(),
-                issuer.as_str(),
-                subject.as_str()
-            ),
-            (expected.0, expected.1, expected.2, expected.3)
-        );
-        assert_eq!(
-            (caller.as_deref(), stores, &args),
-            (expected.4, expected.5, expected.6)
-        );
-    }
     assert_no_token_nor_answer_logged(&db, &scratch, &tokens).await;
 }
 
@@ -534,19 +496,17 @@ async fn assert_no_token_nor_answer_logged(db: &TestDb, scratch: &Scratch, token
     }
 }
 
-#[tokio::test]
-async fn when_not_even_the_spool_can_take_entries_raw_sql_is_refused_and_curated_tools_run_on() {
-    let db = TestDb::seeded().await;
-    let scratch = Scratch::new();
+/// `sqlmcp serve` auditing `db` with a spool too small for one entry, and
+/// JSON lines in `scratch`/audit.jsonl.
+async fn serve_with_no_room_to_spool(db: &TestDb, scratch: &Scratch) -> ServerUnderTest {
     let (log, spool) = (scratch.path("audit.jsonl"), scratch.path("spool"));
-    let server = ServeProcess::sqlmcp(&[
+    let process = ServeProcess::sqlmcp(&[
         "--database-url",
         &url_of(&db.app_config()),
         "--audit-database-url",
         &url_of(&db.audit_config()),
         "--audit-spool-dir",
         spool.to_str().unwrap(),
-        // not one entry fits
         "--audit-spool-max-bytes",
         "1",
         "--audit-log",
@@ -557,51 +517,42 @@ async fn when_not_even_the_spool_can_take_entries_raw_sql_is_refused_and_curated
         "none",
     ])
     .await;
-    let app = ServerUnderTest {
-        url: server.url(),
-        metrics: format!("http://{}/metrics", server.address),
+    ServerUnderTest {
+        url: process.url(),
+        metrics: format!("http://{}/metrics", process.address),
+        _process: process,
+    }
+}
+
+#[tokio::test]
+async fn when_not_even_the_spool_can_take_entries_raw_sql_is_refused_and_curated_tools_run_on() {
+    let db = TestDb::seeded().await;
+    let scratch = Scratch::new();
+    let app = serve_with_no_room_to_spool(&db, &scratch).await;
+    let version = rmcp::model::ProtocolVersion::V_2025_11_25;
+    let seattle = client(&app.url, &[("x-rls-user-id", SEATTLE)], version).await;
+    let raw = || json!({"postgresql_query": "SELECT count(*) AS orders FROM retail.orders"});
+    let runs = |tool: &'static str, arguments: Value| {
+        let seattle = &seattle;
+        async move { call(seattle, tool, arguments).await.is_error == Some(false) }
     };
-    let seattle = client(
-        &app.url,
-        &[("x-rls-user-id", SEATTLE)],
-        rmcp::model::ProtocolVersion::V_2025_11_25,
-    )
-    .await;
-    let raw = json!({"postgresql_query": "SELECT count(*) AS orders FROM retail.orders"});
-    let curated = json!({"limit": 1});
-    assert_eq!(
-        call(&seattle, "execute_sales_query", raw.clone())
-            .await
-            .is_error,
-        Some(false)
-    );
+    assert!(runs("execute_sales_query", raw()).await);
 
     cut_off_audit(&db).await;
-    assert_eq!(
-        call(&seattle, "top_products", curated.clone())
-            .await
-            .is_error,
-        Some(false)
-    );
+    assert!(runs("top_products", json!({"limit": 1})).await);
+    let dropped = r#"sqlmcp_audit_entries_total{outcome="dropped"}"#;
     wait_until("an entry is dropped", || async {
-        app.metric(r#"sqlmcp_audit_entries_total{outcome="dropped"}"#)
-            .await
-            >= 1.0
+        app.metric(dropped).await >= 1.0
     })
     .await;
-    let refused = call(&seattle, "execute_sales_query", raw.clone()).await;
+    let refused = call(&seattle, "execute_sales_query", raw()).await;
     assert_eq!(refused.is_error, Some(true));
     assert!(
         text(&refused).contains("cannot be audited right now"),
         "{}",
         text(&refused)
     );
-    assert_eq!(
-        call(&seattle, "top_products", curated.clone())
-            .await
-            .is_error,
-        Some(false)
-    );
+    assert!(runs("top_products", json!({"limit": 2})).await);
     assert_eq!(app.metric("sqlmcp_audit_refused_calls_total").await, 1.0);
     assert_eq!(app.metric("sqlmcp_audit_table_up").await, 0.0);
 
@@ -609,51 +560,53 @@ async fn when_not_even_the_spool_can_take_entries_raw_sql_is_refused_and_curated
     let mut calls = 4;
     wait_until("raw SQL runs again", || {
         calls += 1;
-        let (seattle, raw) = (&seattle, raw.clone());
-        async move { call(seattle, "execute_sales_query", raw).await.is_error == Some(false) }
+        runs("execute_sales_query", raw())
     })
     .await;
     assert_eq!(app.metric("sqlmcp_audit_table_up").await, 1.0);
-    assert_eq!(
-        app.metric(r#"sqlmcp_audit_entries_total{outcome="spooled"}"#)
-            .await,
-        0.0
-    );
+    let spooled = r#"sqlmcp_audit_entries_total{outcome="spooled"}"#;
+    assert_eq!(app.metric(spooled).await, 0.0);
     let refusals = app.metric("sqlmcp_audit_refused_calls_total").await as usize;
+    assert_every_call_is_a_json_line(&scratch, calls, refusals).await;
+    // the first call and the last reach the table; those in between not all
+    let in_table = || count(&db, "SELECT count(*) FROM sqlmcp_audit.calls");
+    wait_until("the last call is in the table", || async {
+        in_table().await >= 2
+    })
+    .await;
+    assert!(in_table().await < calls as i64);
+}
 
-    // the JSON lines hold every call, those the table never got included
-    let read = || async {
-        std::fs::read_to_string(&log)
+/// The JSON lines hold every call, those the table never got included, and
+/// the refused ones as refused raw SQL.
+async fn assert_every_call_is_a_json_line(scratch: &Scratch, calls: usize, refusals: usize) {
+    let read = || {
+        std::fs::read_to_string(scratch.path("audit.jsonl"))
             .unwrap()
             .lines()
             .map(|line| serde_json::from_str(line).unwrap())
             .collect::<Vec<Value>>()
     };
     wait_until("every call is a JSON line", || async {
-        read().await.len() == calls
+        read().len() == calls
     })
     .await;
-    drop(server);
-    let lines = read().await;
+    let lines = read();
     let refused: Vec<&Value> = lines.iter().filter(|l| l["outcome"] == "refused").collect();
     assert_eq!(refused.len(), refusals);
-    assert!(
-        refused
-            .iter()
-            .all(|line| line["error_class"] == "audit_unavailable"
-                && line["tool"] == "execute_sales_query")
-    );
-    let in_table = count(&db, "SELECT count(*) FROM sqlmcp_audit.calls").await;
-    assert!(
-        (2..calls as i64).contains(&in_table),
-        "{in_table} of {calls}"
-    );
+    for line in refused {
+        assert_eq!(
+            (&line["error_class"], &line["tool"]),
+            (&json!("audit_unavailable"), &json!("execute_sales_query"))
+        );
+    }
 }
 
-/// A `sqlmcp serve` process's addresses.
+/// A `sqlmcp serve` process and its addresses; killed when dropped.
 struct ServerUnderTest {
     url: String,
     metrics: String,
+    _process: ServeProcess,
 }
 
 impl ServerUnderTest {
