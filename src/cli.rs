@@ -192,6 +192,8 @@ struct ServeArgs {
     /// /metrics is served only with a token.
     #[arg(long, env = "SQLMCP_METRICS_TOKEN", hide_env_values = true)]
     metrics_token: Option<Secret>,
+    #[command(flatten)]
+    rate_limits: server::rate_limit::Flags,
     /// Log format (logs go to stderr).
     #[arg(long, env = "SQLMCP_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -562,6 +564,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
             bind: args.metrics_bind,
             token: args.metrics_token.clone(),
         },
+        rate_limits: args.rate_limits.settings()?,
         embedder: args.embedding.build()?,
         result_cache: (args.result_cache_ttl_ms > 0).then(|| server::result_cache::Settings {
             ttl: std::time::Duration::from_millis(args.result_cache_ttl_ms),

@@ -19,7 +19,8 @@
 //!   transaction every tool call runs in, opened with an identity only the
 //!   server can sign and ended in the same round trip as the query.
 //! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
-//!   stdio, health and metrics endpoints, graceful shutdown.
+//!   stdio, health and metrics endpoints, per-caller rate limits
+//!   (`server::rate_limit`), graceful shutdown.
 //! - [`audit`] — the audit log: an entry per tool call, written off the
 //!   call path in batches to `sqlmcp_audit.calls` (as an insert-only role)
 //!   and as JSON lines, with a disk spool while the table is unreachable.

@@ -266,6 +266,20 @@ impl ServerHandler for Handler {
             audited.failed(&result, audit::Outcome::Refused, "missing_scope");
             return Ok(result.into());
         }
+        // held until the call has ended, however it ends
+        let _permit = match self
+            .state
+            .rate_limits
+            .admit(&(&caller.principal).into(), &[], &name)
+        {
+            Ok(permit) => permit,
+            Err(refused) => {
+                tracing::info!(tool = %name, caller = %caller.principal, outcome = "limited", error = %refused, "tool call");
+                let result = CallToolResult::error(vec![ContentBlock::text(refused.to_string())]);
+                audited.failed(&result, audit::Outcome::Refused, refused.audit_class());
+                return Ok(result.into());
+            }
+        };
         let outcome = self.answer(&caller, &name, arguments, &context.ct).await;
         let elapsed = started.elapsed();
         match outcome {

@@ -46,6 +46,12 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
             StreamableHttpService::new(factory, Arc::new(NeverSessionManager::default()), config),
         )
     };
+    // inside the body guard: a tools/call over its caller's limits is
+    // answered 429 there, with the body whole and the caller known
+    let mcp = mcp.layer(middleware::from_fn_with_state(
+        state.clone(),
+        super::rate_limit::refuse_over_limit,
+    ));
     let bodies = BodyRules {
         max_bytes: settings.max_body_bytes,
         timeout: settings.body_timeout,

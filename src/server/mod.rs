@@ -16,6 +16,7 @@
 mod handler;
 mod http;
 mod metrics;
+pub mod rate_limit;
 pub mod result_cache;
 mod strict_json;
 
@@ -78,6 +79,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// The audit log of every tool call; off by default.
     pub audit: crate::audit::Settings,
+    /// Per-caller rate limits and concurrency caps; none by default.
+    pub rate_limits: rate_limit::Settings,
 }
 
 /// `/metrics` shows every tenant's calls and latencies: it may move to an
@@ -108,6 +111,7 @@ pub struct State {
     pub embedder: Option<Arc<dyn Embedder>>,
     pub result_cache: Option<result_cache::ResultCache>,
     pub audit: crate::audit::Auditor,
+    pub rate_limits: rate_limit::Limiter,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -162,6 +166,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         embedder: settings.embedder.clone(),
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),
         audit,
+        rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()),
     }))
 }
 

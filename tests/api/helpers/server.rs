@@ -87,6 +87,7 @@ pub fn settings(db: &TestDb) -> Settings {
         result_cache: None,
         metrics: Default::default(),
         audit: Default::default(),
+        rate_limits: Default::default(),
     }
 }
 
