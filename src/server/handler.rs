@@ -267,11 +267,7 @@ impl ServerHandler for Handler {
             return Ok(result.into());
         }
         // held until the call has ended, however it ends
-        let _permit = match self
-            .state
-            .rate_limits
-            .admit(&(&caller.principal).into(), &[], &name)
-        {
+        let _permit = match self.state.rate_limits.admit(&caller, &name) {
             Ok(permit) => permit,
             Err(refused) => {
                 tracing::info!(tool = %name, caller = %caller.principal, outcome = "limited", error = %refused, "tool call");

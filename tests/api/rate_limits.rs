@@ -1,9 +1,10 @@
 //! Per-caller rate limits and concurrency caps, through the server: over
 //! HTTP a call over a limit is answered 429 with `Retry-After` at the door,
 //! or gets a tool error naming the limit where it reaches the handler (two
-//! calls racing for the last slot, stdio); a slot comes back however its
-//! call ends; `/metrics` counts refusals per limit and budget; and one caller
-//! flooding leaves another's latency within twice its baseline.
+//! calls racing for the last slot, stdio); a token's roles and scopes choose
+//! its limits; a slot comes back however its call ends; `/metrics` counts
+//! refusals per limit and budget; and one caller flooding leaves another's
+//! latency within twice its baseline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +17,10 @@ use rmcp::transport::streamable_http_client::StreamableHttpError;
 use serde_json::{Value, json};
 use sqlmcp::server::rate_limit;
 
-use crate::helpers::server::{TestApp, as_caller, call, spawn_app_with, text};
+use crate::helpers::server::{
+    JWT_ISSUER, JWT_SECRET, TestApp, as_caller, call, claims, client, spawn_app_with,
+    spawn_jwt_app_with, text, token,
+};
 use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TableLock, TestDb};
 
 const RAW_SQL: &str = "execute_sales_query";
@@ -212,6 +216,66 @@ async fn rmcp_clients_get_the_429_and_its_retry_after_with_or_without_a_session(
         client.cancel().await.unwrap();
         app.stop().await.unwrap();
     }
+}
+
+/// A token's roles and scopes choose its limits: the most generous that one
+/// of them sets, else the global one.
+#[tokio::test]
+async fn the_roles_and_scopes_of_a_token_choose_its_limits() {
+    let app = spawn_jwt_app_with(
+        Arc::new(TestDb::seeded().await),
+        sqlmcp::auth::ClaimNames::default(),
+        |s| {
+            s.rate_limits = limits(&[
+                "--rate-limit",
+                "0.05:1",
+                "--rate-limit-for",
+                "batch=off,sales:sql=0.05:3",
+            ])
+        },
+    )
+    .await;
+    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let cases = [
+        (SEATTLE, json!({"scope": "sales:read"}), 1),
+        (REDMOND, json!({"scope": "sales:read sales:sql"}), 3),
+        (
+            ONLINE,
+            json!({"scope": "sales:read", "roles": ["batch"]}),
+            6,
+        ),
+    ];
+    for (subject, extra, allowed) in cases {
+        let mut claims = claims(subject, "sqlmcp", JWT_ISSUER, 300);
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let bearer = format!(
+            "Bearer {}",
+            token(claims, jsonwebtoken::Algorithm::HS256, &key)
+        );
+        let client = client(
+            &app.url,
+            &[("authorization", &bearer)],
+            rmcp::model::ProtocolVersion::V_2025_11_25,
+        )
+        .await;
+        let mut ran = 0;
+        while ran < 6 {
+            let request = CallToolRequestParams::new("get_current_utc_date");
+            match client.call_tool(request).await {
+                Ok(result) if result.is_error == Some(false) => ran += 1,
+                other => {
+                    assert!(format!("{other:?}").contains("429"), "{other:?}");
+                    break;
+                }
+            }
+        }
+        assert_eq!(ran, allowed, "{extra}");
+        client.cancel().await.unwrap();
+    }
+    app.stop().await.unwrap();
 }
 
 /// With `--max-concurrent-calls 2`, a caller with two calls running is

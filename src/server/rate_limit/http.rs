@@ -9,7 +9,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{RateKey, Refusal};
+use super::Refusal;
 use crate::caller::Caller;
 use crate::server::State;
 
@@ -45,10 +45,7 @@ pub async fn refuse_over_limit(
     if let Ok(call) = serde_json::from_slice::<ToolCall>(&body)
         && call.method == "tools/call"
         && let Some(params) = call.params
-        && let Some(refusal) =
-            state
-                .rate_limits
-                .refusal(&RateKey::from(&caller.principal), &[], &params.name)
+        && let Some(refusal) = state.rate_limits.refusal(&caller, &params.name)
     {
         tracing::debug!(tool = %params.name, caller = %caller.principal, error = %refusal, "refused a call at the door");
         return too_many_requests(&refusal, call.id);

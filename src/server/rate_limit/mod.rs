@@ -53,13 +53,13 @@ use std::time::{Duration, Instant};
 pub use http::refuse_over_limit;
 pub use settings::{BudgetSettings, ByLabel, Concurrency, Flags, Labelled, Limit, Rate, Settings};
 
-use crate::caller::{CallerId, Principal};
+use crate::caller::{Caller, CallerId, Principal};
 
 /// Whom a limit counts: who the caller is, whatever they may see. An id
 /// counts as one caller however it came (header, stdio, the default
 /// caller); a token's caller is its issuer and subject.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RateKey(Who);
+struct RateKey(Who);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Who {
@@ -316,11 +316,27 @@ impl Limiter {
         self.on
     }
 
-    /// Admits a call of `tool` by the caller `key` holding `labels` (roles
-    /// and scopes): spends a token of each budget the call spends and takes
-    /// a slot, kept until the permit is dropped; or says which limit refuses
-    /// it. Nothing is spent when it is refused.
-    pub fn admit(
+    /// Admits a call of `tool` by `caller`: spends a token of each budget
+    /// the call spends and takes a slot, kept until the permit is dropped;
+    /// or says which limit refuses it. Nothing is spent when it is refused.
+    pub fn admit(&self, caller: &Caller, tool: &str) -> Result<CallPermit<'_>, Refusal> {
+        if !self.on {
+            return Ok(CallPermit(None));
+        }
+        self.admit_as(&RateKey::from(&caller.principal), &labels(caller), tool)
+    }
+
+    /// Why a call of `tool` by `caller` would be refused now, without
+    /// spending anything.
+    pub fn refusal(&self, caller: &Caller, tool: &str) -> Option<Refusal> {
+        if !self.on {
+            return None;
+        }
+        self.refusal_as(&RateKey::from(&caller.principal), &labels(caller), tool)
+    }
+
+    /// [`Limiter::admit`] for the caller `key` holding `labels`.
+    fn admit_as(
         &self,
         key: &RateKey,
         labels: &[&str],
@@ -356,8 +372,8 @@ impl Limiter {
         })))
     }
 
-    /// Why a call of `tool` would be refused now, without spending anything.
-    pub fn refusal(&self, key: &RateKey, labels: &[&str], tool: &str) -> Option<Refusal> {
+    /// [`Limiter::refusal`] for the caller `key` holding `labels`.
+    fn refusal_as(&self, key: &RateKey, labels: &[&str], tool: &str) -> Option<Refusal> {
         let limits = self.limits(labels)?;
         let now = Instant::now();
         let refusal = check(
@@ -398,6 +414,12 @@ impl Limiter {
     fn tracked(&self) -> usize {
         self.lock().entries.len()
     }
+}
+
+/// What per-label limits match: the caller's roles and scopes.
+fn labels(caller: &Caller) -> Vec<&str> {
+    let roles = caller.roles.iter().map(String::as_str);
+    roles.chain(caller.scopes.iter()).collect()
 }
 
 /// Whether a call of the caller in `entry` may go now: rate first (a
@@ -512,11 +534,11 @@ mod tests {
     fn a_bucket_allows_its_burst_then_one_call_per_interval() {
         let limiter = limiter(budget(rate("10:3"), Limit::Off), BudgetSettings::default());
         for _ in 0..3 {
-            drop(limiter.admit(&key(1), &[], "top_products").unwrap());
+            drop(limiter.admit_as(&key(1), &[], "top_products").unwrap());
         }
         let Err(Refusal::Rate {
             budget, retry_in, ..
-        }) = limiter.admit(&key(1), &[], "top_products")
+        }) = limiter.admit_as(&key(1), &[], "top_products")
         else {
             panic!("the fourth call is over the burst")
         };
@@ -526,18 +548,18 @@ mod tests {
             "one token back within a tenth of a second: {retry_in:?}"
         );
         assert!(
-            limiter.refusal(&key(1), &[], "top_products").is_some(),
+            limiter.refusal_as(&key(1), &[], "top_products").is_some(),
             "the door sees the same"
         );
         assert!(
-            limiter.admit(&key(2), &[], "top_products").is_ok(),
+            limiter.admit_as(&key(2), &[], "top_products").is_ok(),
             "another caller has a bucket of their own"
         );
         std::thread::sleep(retry_in);
-        assert!(limiter.refusal(&key(1), &[], "top_products").is_none());
-        drop(limiter.admit(&key(1), &[], "top_products").unwrap());
+        assert!(limiter.refusal_as(&key(1), &[], "top_products").is_none());
+        drop(limiter.admit_as(&key(1), &[], "top_products").unwrap());
         assert!(
-            limiter.admit(&key(1), &[], "top_products").is_err(),
+            limiter.admit_as(&key(1), &[], "top_products").is_err(),
             "one token came back, not more"
         );
     }
@@ -548,8 +570,8 @@ mod tests {
             budget(rate("100:3"), Limit::Off),
             budget(rate("1:1"), Limit::Off),
         );
-        drop(limiter.admit(&key(1), &[], RAW_SQL).unwrap());
-        let refused = limiter.admit(&key(1), &[], RAW_SQL).unwrap_err();
+        drop(limiter.admit_as(&key(1), &[], RAW_SQL).unwrap());
+        let refused = limiter.admit_as(&key(1), &[], RAW_SQL).unwrap_err();
         assert_eq!(refused.budget(), Budget::RawSql);
         assert!(
             refused
@@ -558,9 +580,9 @@ mod tests {
             "{refused}"
         );
         // the raw SQL call spent one of three; the refused one spent nothing
-        drop(limiter.admit(&key(1), &[], "top_products").unwrap());
-        drop(limiter.admit(&key(1), &[], "top_products").unwrap());
-        let refused = limiter.admit(&key(1), &[], "top_products").unwrap_err();
+        drop(limiter.admit_as(&key(1), &[], "top_products").unwrap());
+        drop(limiter.admit_as(&key(1), &[], "top_products").unwrap());
+        let refused = limiter.admit_as(&key(1), &[], "top_products").unwrap_err();
         assert_eq!(refused.budget(), Budget::AllTools);
         assert!(
             refused
@@ -573,21 +595,24 @@ mod tests {
     #[test]
     fn running_calls_are_capped_until_their_permits_drop_however_the_call_ends() {
         let limiter = limiter(budget(Limit::Off, cap(2)), budget(Limit::Off, cap(1)));
-        let raw = limiter.admit(&key(1), &[], RAW_SQL).unwrap();
-        let refused = limiter.admit(&key(1), &[], RAW_SQL).unwrap_err();
+        let raw = limiter.admit_as(&key(1), &[], RAW_SQL).unwrap();
+        let refused = limiter.admit_as(&key(1), &[], RAW_SQL).unwrap_err();
         assert_eq!(
             refused.to_string(),
             "concurrency limit: raw SQL allows 1 call at once per caller; retry when one of yours has finished"
         );
         assert_eq!(refused.retry_after_seconds(), 1);
-        let curated = limiter.admit(&key(1), &[], "top_products").unwrap();
-        let refused = limiter.admit(&key(1), &[], "top_products").unwrap_err();
+        let curated = limiter.admit_as(&key(1), &[], "top_products").unwrap();
+        let refused = limiter.admit_as(&key(1), &[], "top_products").unwrap_err();
         assert_eq!(
             refused.budget(),
             Budget::AllTools,
             "raw SQL holds a slot of both"
         );
-        assert!(limiter.admit(&key(2), &[], RAW_SQL).is_ok(), "per caller");
+        assert!(
+            limiter.admit_as(&key(2), &[], RAW_SQL).is_ok(),
+            "per caller"
+        );
 
         // a panic mid-call
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
@@ -595,7 +620,7 @@ mod tests {
             panic!("the call failed");
         }));
         assert!(panicked.is_err());
-        let raw = limiter.admit(&key(1), &[], RAW_SQL).unwrap();
+        let raw = limiter.admit_as(&key(1), &[], RAW_SQL).unwrap();
         // a call cancelled: its future dropped while it waits
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -609,7 +634,7 @@ mod tests {
             let _ = tokio::time::timeout(Duration::from_millis(1), call).await;
         });
         drop(curated);
-        assert!(limiter.admit(&key(1), &[], RAW_SQL).is_ok());
+        assert!(limiter.admit_as(&key(1), &[], RAW_SQL).is_ok());
         assert_eq!(
             limiter.tracked(),
             0,
@@ -630,7 +655,7 @@ mod tests {
         let allowed = |n: u32, labels: &[&str]| {
             let mut permits = 0;
             while limiter
-                .admit(&key(n), labels, "top_products")
+                .admit_as(&key(n), labels, "top_products")
                 .map(drop)
                 .is_ok()
             {
@@ -656,9 +681,11 @@ mod tests {
         );
         assert_eq!(allowed(6, &["batch", "analyst"]), 50, "off beats any");
         // the label set only the rate: the cap is still the global one
-        let first = limiter.admit(&key(7), &["batch"], "top_products").unwrap();
+        let first = limiter
+            .admit_as(&key(7), &["batch"], "top_products")
+            .unwrap();
         assert!(matches!(
-            limiter.admit(&key(7), &["batch"], "top_products"),
+            limiter.admit_as(&key(7), &["batch"], "top_products"),
             Err(Refusal::Concurrency { .. })
         ));
         drop(first);
@@ -669,20 +696,20 @@ mod tests {
         // a token comes back in half a second; a sweep runs at most every second
         let limiter = limiter(budget(rate("2:1"), Limit::Off), BudgetSettings::default());
         for n in 0..10_000 {
-            drop(limiter.admit(&key(n), &[], "top_products").unwrap());
+            drop(limiter.admit_as(&key(n), &[], "top_products").unwrap());
         }
         assert_eq!(limiter.tracked(), 10_000, "each bucket is short of a token");
         for n in 0..10_000 {
-            assert!(limiter.admit(&key(n), &[], "top_products").is_err());
+            assert!(limiter.admit_as(&key(n), &[], "top_products").is_err());
             assert!(
                 limiter
-                    .refusal(&key(n + 20_000), &[], "top_products")
+                    .refusal_as(&key(n + 20_000), &[], "top_products")
                     .is_none()
             );
         }
         assert_eq!(limiter.tracked(), 10_000, "refusals and looks add nothing");
         std::thread::sleep(SWEEP_EVERY + Duration::from_millis(10));
-        drop(limiter.admit(&key(10_000), &[], "top_products").unwrap());
+        drop(limiter.admit_as(&key(10_000), &[], "top_products").unwrap());
         assert_eq!(limiter.tracked(), 1, "the sweep dropped every full bucket");
         assert!(
             limiter.lock().entries.capacity() < 10_000,
@@ -691,18 +718,71 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_is_counted_by_who_they_are_and_limited_by_their_roles_and_scopes() {
+        use crate::caller::{Grant, Scopes};
+        let seattle = CallerId::for_tests("f47ac10b-58cc-4372-a567-0e02b2c3d479");
+        let by_header = RateKey::from(&Principal::Header(seattle));
+        assert_eq!(by_header, RateKey::from(&Principal::Default(seattle)));
+        let token = |issuer: &str, subject: &str| {
+            RateKey::from(&Principal::Jwt {
+                issuer: issuer.to_owned(),
+                subject: subject.to_owned(),
+            })
+        };
+        assert_ne!(token("https://a.test", "x"), token("https://b.test", "x"));
+        assert_ne!(by_header, token("https://a.test", &seattle.to_string()));
+
+        let mut all_tools = budget(rate("1:1"), Limit::Off);
+        all_tools.rate.labels = HashMap::from([
+            ("batch".to_owned(), Limit::Off),
+            ("sales:sql".to_owned(), rate("1:2")),
+        ]);
+        let limiter = limiter(all_tools, BudgetSettings::default());
+        let caller = |subject: &str, roles: &[&str], scopes: &[&str]| Caller {
+            principal: Principal::Jwt {
+                issuer: "https://a.test".to_owned(),
+                subject: subject.to_owned(),
+            },
+            grant: Grant::ALL,
+            scopes: Scopes::new(scopes.iter().copied()),
+            roles: roles.iter().map(|role| (*role).to_owned()).collect(),
+        };
+        let allowed = |caller: &Caller| {
+            (0..5)
+                .take_while(|_| limiter.admit(caller, "top_products").map(drop).is_ok())
+                .count()
+        };
+        assert_eq!(allowed(&caller("1", &[], &["sales:read"])), 1, "global");
+        assert_eq!(
+            allowed(&caller("2", &[], &["sales:read", "sales:sql"])),
+            2,
+            "a scope"
+        );
+        assert_eq!(
+            allowed(&caller("3", &["batch"], &["sales:read"])),
+            5,
+            "a role"
+        );
+        assert!(
+            limiter
+                .refusal(&caller("1", &[], &[]), "top_products")
+                .is_some()
+        );
+    }
+
+    #[test]
     fn without_limits_nothing_is_tracked() {
         let off = Limiter::new(Settings::default());
         assert!(!off.is_on());
         let permits: Vec<_> = (0..100)
-            .map(|_| off.admit(&key(1), &[], RAW_SQL).unwrap())
+            .map(|_| off.admit_as(&key(1), &[], RAW_SQL).unwrap())
             .collect();
         assert_eq!(off.tracked(), 0);
         drop(permits);
         let mut batch_only = budget(Limit::Off, Limit::Off);
         batch_only.concurrent.labels = HashMap::from([("batch".to_owned(), cap(1))]);
         let limiter = limiter(batch_only, BudgetSettings::default());
-        let _held = limiter.admit(&key(1), &[], "top_products").unwrap();
+        let _held = limiter.admit_as(&key(1), &[], "top_products").unwrap();
         assert_eq!(
             limiter.tracked(),
             0,
