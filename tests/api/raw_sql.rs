@@ -707,7 +707,8 @@ async fn forges_identity(client: &mut deadpool_postgres::ClientWrapper, sql: &st
 /// stopped, every one; the table this prints is the README's.
 #[tokio::test]
 async fn without_the_policy_the_database_stops_writes_and_identity_forgery() {
-    let db = TestDb::seeded().await;
+    // alone: its attacks cancel and terminate every backend of the role
+    let db = TestDb::seeded_alone().await;
     let before = fingerprint(&db).await;
     let caller = Grant::from(CallerId::for_tests(SEATTLE));
     let limits = Limits {

@@ -103,6 +103,76 @@ fn random_name(prefix: &str) -> String {
 pub struct TestDb {
     pub name: String,
     admin: Config,
+    /// Given back after the database is dropped.
+    _share: Held,
+}
+
+/// Every test connects as the one application role of the cluster, and a
+/// role may cancel and terminate its own backends: a test that does so (the
+/// hostile corpus without the policy) would reach other tests' connections.
+/// Such a test runs alone. Every other test database holds a share while it
+/// exists; a database made alone waits until none is held and blocks new ones
+/// until it is dropped. Shares are granted whenever nothing runs alone, so a
+/// test that makes a second database never waits behind one that would.
+struct Shares {
+    /// Databases holding a share, and whether one runs alone.
+    state: std::sync::Mutex<(usize, bool)>,
+    changed: tokio::sync::Notify,
+}
+
+static SHARES: LazyLock<Shares> = LazyLock::new(|| Shares {
+    state: Default::default(),
+    changed: tokio::sync::Notify::new(),
+});
+
+#[derive(Clone, Copy)]
+enum Share {
+    Shared,
+    Alone,
+}
+
+/// A share of [`SHARES`], given back when dropped.
+struct Held(Share);
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        SHARES.give_back(self.0);
+    }
+}
+
+impl Shares {
+    async fn take(&self, share: Share) -> Held {
+        loop {
+            // made before looking, so that a change meanwhile still wakes it
+            let changed = self.changed.notified();
+            {
+                let mut state = self.state.lock().unwrap();
+                let (held, alone) = &mut *state;
+                match share {
+                    Share::Shared if !*alone => {
+                        *held += 1;
+                        return Held(share);
+                    }
+                    Share::Alone if !*alone && *held == 0 => {
+                        *alone = true;
+                        return Held(share);
+                    }
+                    _ => {}
+                }
+            }
+            changed.await;
+        }
+    }
+
+    fn give_back(&self, share: Share) {
+        let mut state = self.state.lock().unwrap();
+        match share {
+            Share::Shared => state.0 -= 1,
+            Share::Alone => state.1 = false,
+        }
+        drop(state);
+        self.changed.notify_waiters();
+    }
 }
 
 impl TestDb {
@@ -110,12 +180,20 @@ impl TestDb {
     /// product embedded with the local model.
     pub async fn seeded() -> TestDb {
         let template = ensure_template().await;
-        TestDb::create(&format!("TEMPLATE {template}")).await
+        TestDb::create(&format!("TEMPLATE {template}"), Share::Shared).await
+    }
+
+    /// [`TestDb::seeded`] for a test that signals other backends: it waits
+    /// until no other test has a database, and none makes one until it is
+    /// dropped (see [`Shares`]).
+    pub async fn seeded_alone() -> TestDb {
+        let template = ensure_template().await;
+        TestDb::create(&format!("TEMPLATE {template}"), Share::Alone).await
     }
 
     /// An empty database: no migrations, no data.
     pub async fn empty() -> TestDb {
-        TestDb::create("").await
+        TestDb::create("", Share::Shared).await
     }
 
     /// A migrated database without data.
@@ -127,7 +205,8 @@ impl TestDb {
         db
     }
 
-    async fn create(options: &str) -> TestDb {
+    async fn create(options: &str, share: Share) -> TestDb {
+        let share = SHARES.take(share).await;
         let admin = admin_config();
         let name = random_name("sqlmcp_test");
         connect(&admin)
@@ -135,7 +214,11 @@ impl TestDb {
             .batch_execute(&format!("CREATE DATABASE {name} {options}"))
             .await
             .unwrap_or_else(|err| panic!("cannot create test database {name}: {err}"));
-        TestDb { name, admin }
+        TestDb {
+            name,
+            admin,
+            _share: share,
+        }
     }
 
     /// Connection settings of the owning (migrating) role.
