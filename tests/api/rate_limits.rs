@@ -127,18 +127,54 @@ impl Mcp {
     }
 }
 
+/// A file of JSON lines for the audit log, removed when dropped.
+struct AuditLines(std::path::PathBuf);
+
+impl AuditLines {
+    fn new() -> AuditLines {
+        let name = format!("sqlmcp-rate-limits-{}.jsonl", rand::random::<u64>());
+        AuditLines(std::env::temp_dir().join(name))
+    }
+
+    /// Each entry's tool, outcome and error class.
+    fn entries(&self) -> Vec<(String, String, Option<String>)> {
+        let lines = std::fs::read_to_string(&self.0).unwrap_or_default();
+        lines
+            .lines()
+            .map(|line| {
+                let entry: Value = serde_json::from_str(line).unwrap();
+                let field = |name: &str| entry[name].as_str().map(str::to_owned);
+                (
+                    field("tool").unwrap(),
+                    field("outcome").unwrap(),
+                    field("error_class"),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for AuditLines {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn count_orders() -> Value {
     json!({"postgresql_query": "SELECT count(*) AS n FROM retail.orders"})
 }
 
 /// Raw SQL has a budget of its own inside the one of every call; a call
 /// over either is answered 429 with `Retry-After` and a JSON-RPC error
-/// that names the limit, spends nothing, and leaves other callers alone.
+/// that names the limit, spends nothing, leaves other callers alone, and
+/// is no entry in the audit log.
 #[tokio::test]
 async fn over_http_a_call_over_the_rate_gets_429_with_retry_after_and_others_go_on() {
+    let audit = AuditLines::new();
     let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
         // a token back every 10 s, and every 20 s for raw SQL
-        s.rate_limits = limits(&["--rate-limit", "0.1:3", "--raw-sql-rate-limit", "0.05:2"])
+        s.rate_limits = limits(&["--rate-limit", "0.1:3", "--raw-sql-rate-limit", "0.05:2"]);
+        s.audit.log = Some(sqlmcp::audit::LogTarget::File(audit.0.clone()));
     })
     .await;
     let mcp = Mcp::of(&app);
@@ -177,8 +213,18 @@ async fn over_http_a_call_over_the_rate_gets_429_with_retry_after_and_others_go_
         None,
         "another caller has buckets of their own"
     );
-
     app.stop().await.unwrap();
+    // the requests answered 429 never reached MCP: no entries of theirs
+    let ran = |tool: &str| (tool.to_owned(), "ok".to_owned(), None);
+    assert_eq!(
+        audit.entries(),
+        [
+            ran(RAW_SQL),
+            ran(RAW_SQL),
+            ran("store_performance"),
+            ran(RAW_SQL)
+        ]
+    );
 }
 
 /// rmcp's client, with or without a session: a refused call is an HTTP
@@ -434,10 +480,12 @@ async fn refusals(mcp: &Mcp, limit: &str, budget: &str) -> u64 {
 }
 
 /// Over stdio there is no door: the handler refuses with a tool error that
-/// names the limit and when to retry. The flags reach it from the command line.
+/// names the limit and when to retry, and the audit log records the refusal.
+/// The flags reach it from the command line.
 #[tokio::test]
 async fn over_stdio_a_call_over_a_limit_is_a_tool_error_that_names_it() {
     let db = TestDb::seeded().await;
+    let audit = AuditLines::new();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_sqlmcp"))
         .args(["serve", "--stdio", "--caller", SEATTLE])
         .args([
@@ -448,6 +496,8 @@ async fn over_stdio_a_call_over_a_limit_is_a_tool_error_that_names_it() {
         ])
         .args(["--model-dir", crate::helpers::model_dir().to_str().unwrap()])
         .args(["--database-url", &crate::helpers::url_of(&db.app_config())])
+        .args(["--audit-log", audit.0.to_str().unwrap()])
+        .env_remove("SQLMCP_AUDIT_DATABASE_URL")
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -475,6 +525,16 @@ async fn over_stdio_a_call_over_a_limit_is_a_tool_error_that_names_it() {
     assert_eq!(curated.is_error, Some(false), "{}", text(&curated));
     client.cancel().await.unwrap();
     let _ = tokio::time::timeout(Duration::from_secs(10), child.wait()).await;
+    // the audit log has the refusal, with its class
+    let refused = Some("rate_limit".to_owned());
+    assert_eq!(
+        audit.entries(),
+        [
+            (RAW_SQL.to_owned(), "ok".to_owned(), None),
+            (RAW_SQL.to_owned(), "refused".to_owned(), refused),
+            ("store_performance".to_owned(), "ok".to_owned(), None),
+        ]
+    );
 }
 
 /// A caller flooding the server: `tasks` concurrent loops of calls while
