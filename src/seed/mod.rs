@@ -185,17 +185,13 @@ async fn ensure_migrated(client: &Client) -> Result<()> {
 }
 
 async fn load(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> Result<()> {
+    load_stores(tx, data, progress).await?;
     load_assortment(tx, data, progress).await?;
     load_sales(tx, data, progress).await
 }
 
-/// The stores and what they sell.
-async fn load_assortment(
-    tx: &Transaction<'_>,
-    data: &Dataset,
-    progress: &ProgressBar,
-) -> Result<()> {
-    let assortment = &data.assortment;
+/// The regions, the stores, and who manages which region.
+async fn load_stores(tx: &Transaction<'_>, data: &Dataset, progress: &ProgressBar) -> Result<()> {
     let regions: Vec<(usize, &generate::RegionSpec)> = REGIONS.iter().enumerate().collect();
     copy(
         tx,
@@ -230,7 +226,16 @@ async fn load_assortment(
         &managers,
         |out, (region, manager)| writeln!(out, "{region}\t{manager}"),
     )
-    .await?;
+    .await
+}
+
+/// What the stores sell.
+async fn load_assortment(
+    tx: &Transaction<'_>,
+    data: &Dataset,
+    progress: &ProgressBar,
+) -> Result<()> {
+    let assortment = &data.assortment;
     copy(
         tx,
         progress,

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::State;
+use super::rate_limit::CallPermit;
 use super::result_cache::{Answer, Lookup};
 use crate::audit;
 use crate::caller::Caller;
@@ -141,6 +142,43 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// Whether `caller` may call `tool` now: a caller is named, their scopes
+    /// allow the tool, and their rate limits let one more call in. A
+    /// refusal says why, with the audit log's class for it.
+    fn gate(
+        &self,
+        caller: Option<Arc<Caller>>,
+        tool: &str,
+    ) -> Result<(Arc<Caller>, CallPermit<'_>), (String, &'static str)> {
+        let Some(caller) = caller else {
+            return Err((
+                "refused: this call names no caller. Send the x-rls-user-id header (header mode) or an \
+                 Authorization: Bearer token (jwt mode), or configure a stdio caller or a default caller."
+                    .to_owned(),
+                "no_identity",
+            ));
+        };
+        if !self.state.tool_scopes.allows(&caller.scopes, tool) {
+            return Err((
+                format!(
+                    "refused: `{tool}` needs the scope `{}`, which this caller's credential does not grant \
+                     (it grants: {})",
+                    self.state.tool_scopes.required(tool),
+                    caller.scopes
+                ),
+                "missing_scope",
+            ));
+        }
+        let permit = self
+            .state
+            .rate_limits
+            .admit(&caller, tool)
+            .map_err(|refused| (refused.to_string(), refused.audit_class()))?;
+        Ok((caller, permit))
+    }
+}
+
 /// What a call may use besides the database.
 fn context(state: &State) -> ToolContext<'_> {
     ToolContext {
@@ -244,35 +282,14 @@ impl ServerHandler for Handler {
                 );
             }
         };
-        let Some(caller) = caller else {
-            super::metrics::record_call(&name, "refused", started.elapsed());
-            tracing::info!(tool = %name, outcome = "refused", "no caller identity");
-            let result = CallToolResult::error(vec![ContentBlock::text(
-                "refused: this call names no caller. Send the x-rls-user-id header (header mode) or an \
-                 Authorization: Bearer token (jwt mode), or configure a stdio caller or a default caller.",
-            )]);
-            audited.failed(&result, audit::Outcome::Refused, "no_identity");
-            return Ok(result.into());
-        };
-        if !self.state.tool_scopes.allows(&caller.scopes, &name) {
-            super::metrics::record_call(&name, "refused", started.elapsed());
-            tracing::info!(tool = %name, caller = %caller.principal, scopes = %caller.scopes, outcome = "refused", "a scope is missing");
-            let result = CallToolResult::error(vec![ContentBlock::text(format!(
-                "refused: `{name}` needs the scope `{}`, which this caller's credential does not grant \
-                 (it grants: {})",
-                self.state.tool_scopes.required(&name),
-                caller.scopes
-            ))]);
-            audited.failed(&result, audit::Outcome::Refused, "missing_scope");
-            return Ok(result.into());
-        }
-        // held until the call has ended, however it ends
-        let _permit = match self.state.rate_limits.admit(&caller, &name) {
-            Ok(permit) => permit,
-            Err(refused) => {
-                tracing::info!(tool = %name, caller = %caller.principal, outcome = "limited", error = %refused, "tool call");
-                let result = CallToolResult::error(vec![ContentBlock::text(refused.to_string())]);
-                audited.failed(&result, audit::Outcome::Refused, refused.audit_class());
+        // the permit is held until the call has ended, however it ends
+        let (caller, _permit) = match self.gate(caller, &name) {
+            Ok(admitted) => admitted,
+            Err((refusal, class)) => {
+                super::metrics::record_call(&name, "refused", started.elapsed());
+                tracing::info!(tool = %name, outcome = "refused", class, "{refusal}");
+                let result = CallToolResult::error(vec![ContentBlock::text(refusal)]);
+                audited.failed(&result, audit::Outcome::Refused, class);
                 return Ok(result.into());
             }
         };

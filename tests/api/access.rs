@@ -79,7 +79,14 @@ async fn check_every_tool(db: &TestDb, regional: &Client, head_office: &Client, 
             .collect::<Vec<_>>()
             .join(",")
     );
-    // per-store tools: head office's rows of these stores, exactly
+    check_per_store_tools(regional, head_office, stores).await;
+    check_totals(db, regional, &list).await;
+    check_raw_sql(db, regional, &list).await;
+    check_tools_without_tenant_rows(regional, head_office).await;
+}
+
+/// The tools that answer per store: head office's rows of `stores`, exactly.
+async fn check_per_store_tools(regional: &Client, head_office: &Client, stores: &[i64]) {
     for (tool, args) in [
         ("store_performance", json!({})),
         ("low_stock", json!({"threshold": 5, "limit": 500})),
@@ -90,7 +97,11 @@ async fn check_every_tool(db: &TestDb, regional: &Client, head_office: &Client, 
         assert_eq!(rows(&mine), only_stores(&all, stores), "{tool}");
         assert_eq!(all.structured_content.unwrap()["truncated"], false);
     }
-    // totals over the stores, against independent SQL
+}
+
+/// Totals over the stores (`list`, an array literal), against SQL that
+/// filters by them itself.
+async fn check_totals(db: &TestDb, regional: &Client, list: &str) {
     let sums = [
         (
             "top_products",
@@ -142,7 +153,10 @@ async fn check_every_tool(db: &TestDb, regional: &Client, head_office: &Client, 
         rows(&stock)[0]["units_in_stock"].to_string(),
         expected(db, HEAD_OFFICE, &sql).await[0][0]
     );
-    // raw SQL: every tenant table, per store
+}
+
+/// Raw SQL over every tenant table, per store.
+async fn check_raw_sql(db: &TestDb, regional: &Client, list: &str) {
     for (table, column) in crate::helpers::TENANT_TABLES {
         let sql = format!(
             "SELECT {column} AS store_id, count(*)::text AS n FROM retail.{table} GROUP BY 1 ORDER BY 1",
@@ -163,7 +177,10 @@ async fn check_every_tool(db: &TestDb, regional: &Client, head_office: &Client, 
             "{table}"
         );
     }
-    // the tools that read no tenant rows answer as they do for head office
+}
+
+/// The tools that read no tenant rows answer as they do for head office.
+async fn check_tools_without_tenant_rows(regional: &Client, head_office: &Client) {
     for (tool, args) in [
         (
             "get_multiple_table_schemas",

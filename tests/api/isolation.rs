@@ -93,38 +93,11 @@ async fn others_seen(tx: &tokio_postgres::Transaction<'_>) -> i64 {
     .map_or(0, |row| row.get(0))
 }
 
-#[tokio::test]
-async fn no_sql_forges_the_identity_on_a_database_migrated_without_superuser() {
-    let db = managed_database().await;
-    let mut app = db.app().await;
-    let app: &mut tokio_postgres::Client = &mut app;
-
-    // what head office's transaction holds, as if it leaked somewhere
-    let tx = open_as(app, HEAD_OFFICE).await;
-    assert!(others_seen(&tx).await > 0, "head office sees every store");
-    let head_office_token: String = tx
-        .query_one("SELECT current_setting('sqlmcp.caller')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    tx.rollback().await.unwrap();
-
-    let tx = open_as(app, SEATTLE).await;
-    let seattle_token: String = tx
-        .query_one("SELECT current_setting('sqlmcp.caller')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let own: i64 = tx
-        .query_one("SELECT count(*) FROM retail.orders", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(own > 0);
-    tx.rollback().await.unwrap();
-
+/// Ways a caller (Seattle) might try to see more than their store, given
+/// their own signed setting and head office's from another transaction.
+fn forgeries(seattle_token: &str, head_office_token: &str) -> Vec<String> {
     let mac = seattle_token.split_once(':').unwrap().1.to_owned();
-    let forgeries = [
+    vec![
         // the legacy setting the policies used to read
         "SELECT set_config('app.current_rls_user_id', '00000000-0000-0000-0000-000000000000', true)".to_owned(),
         // the signed setting, every store or a longer list, with Seattle's own valid MAC
@@ -157,7 +130,40 @@ async fn no_sql_forges_the_identity_on_a_database_migrated_without_superuser() {
         "SELECT sqlmcp_identity.mac('*')".to_owned(),
         "SELECT set_config('role', 'sqlmcp_managed_owner', true)".to_owned(),
         "SELECT set_config('row_security', 'off', true)".to_owned(),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn no_sql_forges_the_identity_on_a_database_migrated_without_superuser() {
+    let db = managed_database().await;
+    let mut app = db.app().await;
+    let app: &mut tokio_postgres::Client = &mut app;
+
+    // what head office's transaction holds, as if it leaked somewhere
+    let tx = open_as(app, HEAD_OFFICE).await;
+    assert!(others_seen(&tx).await > 0, "head office sees every store");
+    let head_office_token: String = tx
+        .query_one("SELECT current_setting('sqlmcp.caller')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    tx.rollback().await.unwrap();
+
+    let tx = open_as(app, SEATTLE).await;
+    let seattle_token: String = tx
+        .query_one("SELECT current_setting('sqlmcp.caller')", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let own: i64 = tx
+        .query_one("SELECT count(*) FROM retail.orders", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(own > 0);
+    tx.rollback().await.unwrap();
+
+    let forgeries = forgeries(&seattle_token, &head_office_token);
     // what signs or maps identities must not even run: it would leak a
     // credential or a signature, whatever the rows
     let must_fail = [
