@@ -21,6 +21,7 @@
 //! to fail closed (`--audit-fail-closed`, by default `execute_sales_query`)
 //! are refused before they run; the others run on (fail open).
 
+mod flags;
 mod json_lines;
 mod spool;
 mod writer;
@@ -40,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::caller::{Caller, Grant, Principal};
 use crate::db::Visible;
 use crate::tools::ToolError;
+pub use flags::Flags;
 
 /// Entries waiting for the writer at most; a call waits for a place when
 /// all are taken (the writer is then behind by this many entries).
