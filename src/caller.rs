@@ -87,9 +87,7 @@ impl Grant {
             ),
         }
     }
-}
 
-impl Grant {
     /// Bytes it takes, roughly (a credential may list many stores).
     pub fn weight(&self) -> usize {
         match self {

@@ -427,6 +427,20 @@ mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/jwt")
     }
 
+    /// A verifier of tokens from `iss` for `aud`, with the default claims.
+    fn verifier(key: JwtKey<'_>) -> JwtVerifier {
+        JwtVerifier::new(JwtSettings {
+            key,
+            issuer: "iss",
+            audience: "aud",
+            claims: ClaimNames::default(),
+            default_scopes: Scopes::default(),
+            scopes_supported: Vec::new(),
+            revoked: None,
+        })
+        .unwrap()
+    }
+
     fn token(claims: Value, algorithm: Algorithm, key: &jsonwebtoken::EncodingKey) -> String {
         jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, key).unwrap()
     }
@@ -445,19 +459,10 @@ mod tests {
             (Algorithm::RS256, "rsa-public.pem", "rsa-private.pem"),
             (Algorithm::ES256, "ec-public.pem", "ec-private.pem"),
         ] {
-            let verifier = JwtVerifier::new(JwtSettings {
-                key: JwtKey::PublicKey {
-                    pem_file: &fixtures.join(public),
-                    algorithm,
-                },
-                issuer: "iss",
-                audience: "aud",
-                claims: ClaimNames::default(),
-                default_scopes: Scopes::default(),
-                scopes_supported: Vec::new(),
-                revoked: None,
-            })
-            .unwrap();
+            let verifier = verifier(JwtKey::PublicKey {
+                pem_file: &fixtures.join(public),
+                algorithm,
+            });
             let pem = std::fs::read(fixtures.join(private)).unwrap();
             let signing = match algorithm {
                 Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap(),
@@ -482,16 +487,7 @@ mod tests {
     #[tokio::test]
     async fn jwks_keys_are_chosen_by_kid() {
         let fixtures = fixtures();
-        let verifier = JwtVerifier::new(JwtSettings {
-            key: JwtKey::JwksFile(&fixtures.join("jwks.json")),
-            issuer: "iss",
-            audience: "aud",
-            claims: ClaimNames::default(),
-            default_scopes: Scopes::default(),
-            scopes_supported: Vec::new(),
-            revoked: None,
-        })
-        .unwrap();
+        let verifier = verifier(JwtKey::JwksFile(&fixtures.join("jwks.json")));
         let signing = jsonwebtoken::EncodingKey::from_rsa_pem(
             &std::fs::read(fixtures.join("rsa-private.pem")).unwrap(),
         )
@@ -529,16 +525,7 @@ mod tests {
 
     #[tokio::test]
     async fn tokens_not_valid_yet_are_refused() {
-        let verifier = JwtVerifier::new(JwtSettings {
-            key: JwtKey::Secret(SECRET),
-            issuer: "iss",
-            audience: "aud",
-            claims: ClaimNames::default(),
-            default_scopes: Scopes::default(),
-            scopes_supported: Vec::new(),
-            revoked: None,
-        })
-        .unwrap();
+        let verifier = verifier(JwtKey::Secret(SECRET));
         let mut early = claims(SEATTLE, "aud", "iss", 7_200);
         early["nbf"] = json!(chrono::Utc::now().timestamp() + 3_600);
         let token = token(

@@ -240,18 +240,20 @@ async fn a_regional_manager_sees_exactly_the_union_of_their_stores_in_every_tool
     app.stop().await.unwrap();
 }
 
-/// A client with a bearer token of `extra` claims (over `sub`, `aud`, `iss`,
-/// `exp`, `nbf`).
-async fn with_token(app_url: &str, subject: &str, extra: Value) -> Client {
+/// A token of [`spawn_jwt_app_with`]'s issuer with `extra` claims over
+/// `sub`, `aud`, `iss`, `exp` and `nbf`.
+fn signed(subject: &str, extra: Value) -> String {
     let mut claims = claims(subject, "sqlmcp", JWT_ISSUER, 300);
     for (name, value) in extra.as_object().unwrap() {
         claims[name] = value.clone();
     }
     let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
-    let bearer = format!(
-        "Bearer {}",
-        token(claims, jsonwebtoken::Algorithm::HS256, &key)
-    );
+    token(claims, jsonwebtoken::Algorithm::HS256, &key)
+}
+
+/// A client with a bearer token of `extra` claims.
+async fn with_token(app_url: &str, subject: &str, extra: Value) -> Client {
+    let bearer = format!("Bearer {}", signed(subject, extra));
     client(
         app_url,
         &[("authorization", &bearer)],
@@ -262,16 +264,11 @@ async fn with_token(app_url: &str, subject: &str, extra: Value) -> Client {
 
 /// The status and body of `tools/list` with a token of these claims.
 async fn refused_token(app_url: &str, subject: &str, extra: Value) -> (u16, String) {
-    let mut claims = claims(subject, "sqlmcp", JWT_ISSUER, 300);
-    for (name, value) in extra.as_object().unwrap() {
-        claims[name] = value.clone();
-    }
-    let key = jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes());
     let response = reqwest::Client::new()
         .post(app_url)
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
-        .bearer_auth(token(claims, jsonwebtoken::Algorithm::HS256, &key))
+        .bearer_auth(signed(subject, extra))
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         .send()
         .await
