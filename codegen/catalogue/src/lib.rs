@@ -79,6 +79,26 @@ pub struct Embed {
     pub vectors: Option<String>,
 }
 
+/// Where the values offered to complete one argument come from: a prompt's
+/// argument or a resource template's variable (MCP `completion/complete`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum CompletionSource {
+    /// A fixed list, offered in this order, filtered by the typed prefix.
+    Values(Vec<String>),
+    /// A query whose one bind parameter `:prefix` (numbered `$1` here) is
+    /// the typed text and whose one column is text. Checked against the
+    /// schema at build time; run under the caller's identity, so row-level
+    /// security decides which values a caller is offered.
+    Query {
+        sql: String,
+        /// The declaring file, relative to the workspace root.
+        file: String,
+        /// The 1-based line of the declaration in `file`.
+        line: usize,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
