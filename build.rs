@@ -5,7 +5,8 @@
 //!
 //! Stages: load the catalogue → generate one module per tool → write each to
 //! `OUT_DIR/tools/<name>.rs` and `OUT_DIR/curated_tools.rs` (only when the
-//! content changed).
+//! content changed). The prompts of the catalogue go to `OUT_DIR/prompts.json`
+//! as they are, for `src/prompts/` to embed.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -47,6 +48,14 @@ fn main() {
     .unwrap();
     index.push_str(&registry(&catalogue.queries));
     write(&out_dir.join("curated_tools.rs"), &index);
+    write_prompts(&catalogue, &out_dir);
+}
+
+/// The prompts, checked when the catalogue was made, as JSON that
+/// `src/prompts/` embeds with `include_str!`.
+fn write_prompts(catalogue: &Catalogue, out_dir: &Path) {
+    let json = serde_json::to_string_pretty(&catalogue.prompts).expect("prompts serialise");
+    write(&out_dir.join("prompts.json"), &json);
 }
 
 fn write(path: &Path, content: &str) {

@@ -6,7 +6,7 @@ use tokio_postgres::Config;
 
 use crate::caller::{Caller, CallerId, Principal, Scopes};
 use crate::secret::Secret;
-use crate::{audit, auth, backfill, db, embeddings, migrate, seed, server, tools};
+use crate::{audit, auth, backfill, db, embeddings, migrate, prompts, seed, server, tools};
 
 #[derive(Debug, Parser)]
 #[command(name = "sqlmcp", version, about)]
@@ -21,8 +21,12 @@ enum Command {
     Migrate(MigrateArgs),
     /// Load deterministic Zava Retail sample data.
     Seed(SeedArgs),
-    /// Print the tool list: name, description, input and output schema.
+    /// Print the tool list: name, description, input and output schema
+    /// (with --markdown, the prompts too).
     Tools(ToolsArgs),
+    /// Print the prompt list: name, description, arguments and the tools
+    /// each prompt chains.
+    Prompts(ToolsArgs),
     /// Call one tool as a caller and print its result (for development).
     Call(CallArgs),
     /// Give every product a current vector of the embedding model (missing
@@ -288,6 +292,14 @@ pub async fn run() -> Result<()> {
         Command::Seed(args) => run_seed(args).await,
         Command::Tools(args) => {
             print_tools(&args);
+            if args.markdown {
+                println!();
+                print_prompts(&args);
+            }
+            Ok(())
+        }
+        Command::Prompts(args) => {
+            print_prompts(&args);
             Ok(())
         }
         Command::Call(args) => run_call(args).await,
@@ -543,6 +555,51 @@ fn print_tools(args: &ToolsArgs) {
             "| `{}` | {} | {arguments} | {columns} |",
             tool.name,
             tool.description.replace('\n', " ")
+        );
+    }
+}
+
+/// The prompts as `prompts/list` shows them (with the file and the tools
+/// each chains), or as a Markdown table.
+fn print_prompts(args: &ToolsArgs) {
+    if !args.markdown {
+        let list: Vec<serde_json::Value> = prompts::all()
+            .map(|prompt| {
+                let mut json =
+                    serde_json::to_value(prompts::to_mcp(prompt)).expect("prompts serialise");
+                json["tools"] = serde_json::json!(prompt.tools);
+                json["source"] = serde_json::json!(prompt.file);
+                json
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&list).expect("prompts serialise")
+        );
+        return;
+    }
+    println!("| prompt | what it does | arguments | tools it chains |");
+    println!("|---|---|---|---|");
+    for prompt in prompts::all() {
+        let arguments = prompt
+            .arguments
+            .iter()
+            .map(|argument| {
+                let required = if argument.required { ", required" } else { "" };
+                format!("`{}` ({}{required})", argument.name, argument.expected())
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let tools = prompt
+            .tools
+            .iter()
+            .map(|tool| format!("`{tool}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        println!(
+            "| `{}` | {} | {arguments} | {tools} |",
+            prompt.name,
+            prompt.description.replace('\n', " ")
         );
     }
 }

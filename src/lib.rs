@@ -34,6 +34,10 @@
 //!   built in. A call is admitted ([`tools::admit`]: arguments parsed,
 //!   validated and embedded, no database) and then executed in one
 //!   [`db::Call`] transaction.
+//! - [`prompts`] — the MCP prompts: one per `.md` file in `prompts/`
+//!   (TOML front matter and a Markdown template), checked when the query
+//!   catalogue is made and embedded in the binary; offered to a caller only
+//!   if their scopes allow every tool the prompt chains.
 //! - [`embeddings`] — embedding models for tools that search by meaning:
 //!   all-MiniLM-L6-v2 in-process (candle), or any OpenAI-shaped API.
 //! - [`backfill`] — `sqlmcp embed`: missing or stale product vectors, in
@@ -58,6 +62,7 @@ pub mod db;
 pub mod embeddings;
 pub mod migrate;
 mod progress;
+pub mod prompts;
 pub mod secret;
 pub mod seed;
 pub mod server;

@@ -94,11 +94,13 @@ fn generate_in(
     if queries.is_empty() {
         return Err("queries/ holds no .sql file; there would be no tools".to_owned());
     }
+    let prompts = crate::prompts::read(paths, &queries)?;
     let code = run_cornucopia(&client, paths)?;
     let catalogue = Catalogue {
         generated: GENERATED_NOTICE.to_owned(),
         inputs,
         queries,
+        prompts,
     };
     let json = serde_json::to_string_pretty(&catalogue).expect("the catalogue serialises") + "\n";
     std::fs::create_dir_all(&paths.snapshot)

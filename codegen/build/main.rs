@@ -8,9 +8,12 @@
 //!   cornucopia, and rewrites `snapshot/` when its content changed. The crate
 //!   includes `snapshot/`, so this very build compiles the fresh code.
 //! - Offline mode (no URL): uses `snapshot/` as committed, after checking
-//!   that no query or migration changed since it was generated.
+//!   that no query, migration or prompt changed since it was generated.
+//!
+//! The prompts of `prompts/*.md` ([`prompts`]) go into the catalogue too.
 
 mod live;
+mod prompts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,7 @@ pub struct Paths {
     pub queries: PathBuf,
     pub migrations: PathBuf,
     pub snapshot: PathBuf,
+    pub prompts: PathBuf,
 }
 
 fn main() -> ExitCode {
@@ -40,9 +44,15 @@ fn main() -> ExitCode {
         queries: workspace.join("queries"),
         migrations: workspace.join("migrations"),
         snapshot: manifest_dir.join("snapshot"),
+        prompts: workspace.join("prompts"),
         workspace,
     };
-    for watched in [&paths.queries, &paths.migrations, &paths.snapshot] {
+    for watched in [
+        &paths.queries,
+        &paths.migrations,
+        &paths.snapshot,
+        &paths.prompts,
+    ] {
         println!("cargo::rerun-if-changed={}", watched.display());
     }
     println!("cargo::rerun-if-changed=build");
@@ -65,12 +75,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// sha256 of every `.sql` file under `queries/` and `migrations/`, keyed by
-/// its path relative to the workspace.
+/// sha256 of every `.sql` file under `queries/` and `migrations/` and every
+/// `.md` file under `prompts/`, keyed by its path relative to the workspace.
 pub fn input_hashes(paths: &Paths) -> Result<BTreeMap<String, String>, String> {
     let mut hashes = BTreeMap::new();
-    for dir in [&paths.queries, &paths.migrations] {
-        for file in sql_files(dir)? {
+    let sql = [&paths.queries, &paths.migrations].map(|dir| sql_files(dir));
+    for files in sql
+        .into_iter()
+        .chain([prompts::prompt_files(&paths.prompts)])
+    {
+        for file in files? {
             let bytes = std::fs::read(&file)
                 .map_err(|err| format!("cannot read {}: {err}", file.display()))?;
             let hex: String = Sha256::digest(&bytes)
@@ -141,7 +155,7 @@ fn check_snapshot(paths: &Paths) -> Result<(), String> {
         Ok(())
     } else {
         Err(stale(format!(
-            "queries or migrations changed since codegen/snapshot/ was generated:\n{}",
+            "queries, migrations or prompts changed since codegen/snapshot/ was generated:\n{}",
             changes.join("\n")
         )))
     }

@@ -1,11 +1,13 @@
-//! The MCP side: `tools/list` and `tools/call` over the tool list.
+//! The MCP side: `tools/list` and `tools/call` over the tool list;
+//! `prompts/list` and `prompts/get` are `crate::prompts`'.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
+    GetPromptResponse, Implementation, ListPromptsResult, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -17,6 +19,7 @@ use super::rate_limit::CallPermit;
 use super::result_cache::{Answer, Lookup};
 use crate::audit;
 use crate::caller::Caller;
+use crate::prompts;
 use crate::tools::{self, ToolContext, ToolError};
 
 /// One per connection (stdio, session) or per request (stateless HTTP), so
@@ -179,6 +182,16 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// Which prompts `caller` is offered: those whose tools they may use.
+    fn prompt_access<'a>(&'a self, caller: Option<&'a Caller>) -> prompts::Access<'a> {
+        prompts::Access {
+            tool_scopes: &self.state.tool_scopes,
+            scopes: caller.map(|caller| &caller.scopes),
+        }
+    }
+}
+
 /// What a call may use besides the database.
 fn context(state: &State) -> ToolContext<'_> {
     ToolContext {
@@ -224,7 +237,10 @@ pub fn tool_list() -> Vec<Tool> {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let capabilities = ServerCapabilities::builder()
+            .enable_prompts()
+            .enable_tools();
+        ServerConfig::new(capabilities.build())
             .with_server_info(
                 Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
                     .with_title("sqlmcp: Zava Retail"),
@@ -250,6 +266,30 @@ impl ServerHandler for Handler {
             None => self.state.tools.as_ref().clone(),
         };
         Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, McpError> {
+        let caller = self.caller(&context);
+        Ok(prompts::list(self.prompt_access(caller.as_deref())))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, McpError> {
+        let caller = self.caller(&context);
+        prompts::get(
+            &request.name,
+            request.arguments,
+            self.prompt_access(caller.as_deref()),
+        )
+        .map(Into::into)
+        .map_err(|refused| refused.to_mcp())
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {

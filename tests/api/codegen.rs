@@ -2,6 +2,7 @@
 //! `queries/`, build, and the tool is there with the right schema; a broken
 //! query fails the build with the file, the query and PostgreSQL's error; a
 //! query changed without a database to regenerate fails the offline build.
+//! A prompt dropped beside the query goes the same way (`prompts.rs`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -12,7 +13,7 @@ use crate::helpers::process::ServeProcess;
 use crate::helpers::{TestDb, admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
-const COPIED: [&str; 12] = [
+const COPIED: [&str; 13] = [
     "Cargo.toml",
     "Cargo.lock",
     "build.rs",
@@ -20,6 +21,7 @@ const COPIED: [&str; 12] = [
     "bench",
     "migrations",
     "queries",
+    "prompts",
     "codegen/Cargo.toml",
     "codegen/build",
     "codegen/catalogue",
@@ -40,8 +42,8 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-struct Workspace {
-    root: PathBuf,
+pub struct Workspace {
+    pub root: PathBuf,
 }
 
 impl Workspace {
@@ -72,7 +74,7 @@ impl Workspace {
     /// of the workspace compile through clippy with warnings denied, so the
     /// generated code is held to the project's lints in the same build. The
     /// target directory is kept between runs, so only the first one is slow.
-    fn build(&self, codegen_url: Option<&str>) -> Output {
+    pub fn build(&self, codegen_url: Option<&str>) -> Output {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let clippy_driver = Path::new(&cargo).with_file_name("clippy-driver");
         let clippy_driver = if clippy_driver.exists() {
@@ -102,7 +104,7 @@ impl Workspace {
         command.output().expect("run cargo")
     }
 
-    fn binary(&self) -> PathBuf {
+    pub fn binary(&self) -> PathBuf {
         Path::new(REPOSITORY).join("target/workspace-copy/debug/sqlmcp")
     }
 
@@ -152,6 +154,7 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
     for shape in shape_fixtures() {
         workspace.add_query(&shape);
     }
+    crate::prompts::add_fixture(&workspace);
     let built = workspace.build(Some(&url));
     assert!(built.status.success(), "{}", stderr(&built));
     assert!(!stderr(&built).contains("warning"), "{}", stderr(&built));
@@ -162,12 +165,14 @@ async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly
         "the snapshot was refreshed"
     );
 
+    crate::prompts::check_fixture(&workspace);
     let db = TestDb::seeded().await;
     check_recent_orders(&workspace, &db);
     check_shapes(&workspace, &db).await;
     drop(db);
 
     check_refusals(&workspace, &url, &fixture);
+    crate::prompts::check_build_refusals(&workspace, &url);
 
     // Every live build dropped its scratch database.
     let admin = crate::helpers::connect(&admin_config()).await;

@@ -16,6 +16,7 @@ mod isolation;
 mod lifecycle;
 mod migrations;
 mod oauth;
+mod prompts;
 mod rate_limits;
 mod raw_sql;
 mod result_cache;

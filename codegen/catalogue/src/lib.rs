@@ -4,7 +4,12 @@
 //! the catalogue to `snapshot/catalogue.json`; the build script of `sqlmcp`
 //! reads it to generate the typed MCP tools. Both use this crate, so they
 //! cannot disagree.
+//!
+//! The catalogue holds the prompts of `prompts/*.md` too ([`prompt_file`]):
+//! read and checked by the same build script, and rendered by the server
+//! with the same code ([`prompt_file::Template`], [`PromptArgument::check`]).
 
+pub mod prompt_file;
 pub mod query_file;
 
 use std::collections::BTreeMap;
@@ -24,6 +29,9 @@ pub struct Catalogue {
     /// sha256 of every input file, by path relative to the workspace root.
     pub inputs: BTreeMap<String, String>,
     pub queries: Vec<Query>,
+    /// The prompts of `prompts/*.md`, in name order ([`prompt_file`]).
+    #[serde(default)]
+    pub prompts: Vec<Prompt>,
 }
 
 /// One query, served as one tool.
@@ -289,4 +297,64 @@ pub fn vectors_check_sql(table: &str) -> String {
         "SELECT EXISTS (SELECT 1 FROM {table} WHERE model_id = $1::text) AS known, \
          (SELECT string_agg(DISTINCT model_id, ', ' ORDER BY model_id) FROM {table}) AS stored"
     )
+}
+
+/// One prompt, from one `prompts/*.md` file: a template a client offers its
+/// user, rendered with the user's arguments, that chains curated tools.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prompt {
+    /// The prompt's MCP name (`name` of the front matter, or the file stem).
+    pub name: String,
+    /// Path of the `.md` file, relative to the workspace root.
+    pub file: String,
+    pub title: String,
+    pub description: String,
+    /// The tools the prompt chains: a caller is offered the prompt only if
+    /// their scopes allow every one of them.
+    pub tools: Vec<String>,
+    pub arguments: Vec<PromptArgument>,
+    /// The Markdown template ([`prompt_file::Template`]), checked against
+    /// the arguments when the catalogue was made.
+    pub body: String,
+    /// The line of `file` where `body` starts.
+    pub body_line: usize,
+}
+
+/// One argument of a prompt. MCP passes prompt arguments as strings; each
+/// is checked against its type and bounds ([`PromptArgument::check`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromptArgument {
+    pub name: String,
+    pub description: String,
+    #[serde(rename = "type")]
+    pub kind: ArgumentKind,
+    /// A required argument has no default.
+    pub required: bool,
+    /// The value used when the argument is left out, in its checked form.
+    pub default: Option<String>,
+    /// Bounds of an integer argument.
+    pub minimum: Option<i64>,
+    pub maximum: Option<i64>,
+    /// Characters a text argument may have at most.
+    pub max_length: Option<u32>,
+    /// The values a text argument may take (matched case-insensitively,
+    /// rendered as listed here).
+    pub one_of: Option<Vec<String>>,
+    /// Where `completion/complete` finds values to offer; `one_of` offers
+    /// its own list.
+    pub completion: Option<CompletionSource>,
+}
+
+/// What a prompt argument holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArgumentKind {
+    Text,
+    Integer,
+    /// `YYYY-MM-DD`.
+    Date,
+    /// `YYYY-MM`; the template may also use its first and last day.
+    Month,
 }
