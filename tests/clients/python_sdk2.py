@@ -20,6 +20,7 @@ from importlib.metadata import version
 
 import anyio
 import httpx2
+import mcp_types
 from mcp import StdioServerParameters
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -43,13 +44,13 @@ def outcome(result):
     }
 
 
-async def main(target, user_id, mode, calls):
+async def main(target, who, mode, calls):
     if target == "stdio":
-        command = json.loads(user_id)
+        command = json.loads(who)
         http = contextlib.AsyncExitStack()
         server = StdioServerParameters(command=command[0], args=command[1:])
     else:
-        http = httpx2.AsyncClient(headers={"x-rls-user-id": user_id}, timeout=60)
+        http = httpx2.AsyncClient(headers={"x-rls-user-id": who}, timeout=60)
         server = streamable_http_client(target, http_client=http)
     async with http, Client(server, mode=mode) as client:
         session = client.session
@@ -57,7 +58,8 @@ async def main(target, user_id, mode, calls):
         # server; ask it for real, so the server's own answer is checked too.
         discover = session.discover_result
         if mode not in ("auto", "legacy"):
-            discover = types_discover(await session.send_discover(client.protocol_version))
+            raw = await session.send_discover(client.protocol_version)
+            discover = mcp_types.DiscoverResult.model_validate(raw)
         listed = await client.list_tools()
         report = {
             "sdk": f"python mcp {version('mcp')}",
@@ -79,12 +81,6 @@ async def main(target, user_id, mode, calls):
     print(json.dumps(report))
 
 
-def types_discover(raw):
-    import mcp_types
-
-    return mcp_types.DiscoverResult.model_validate(raw)
-
-
 if __name__ == "__main__":
-    url, user_id, mode, calls = sys.argv[1:5]
-    anyio.run(main, url, user_id, mode, json.loads(calls))
+    target, who, mode, calls = sys.argv[1:5]
+    anyio.run(main, target, who, mode, json.loads(calls))
