@@ -11,15 +11,14 @@ use std::collections::BTreeMap;
 use std::sync::LazyLock;
 
 use rmcp::ErrorData as McpError;
-use rmcp::model::{
-    CacheScope, GetPromptResult, JsonObject, ListPromptsResult, PromptMessage, Role,
-};
+use rmcp::model::{GetPromptResult, JsonObject, ListPromptsResult, PromptMessage, Role};
 use serde_json::Value;
 use sqlmcp_catalogue::prompt_file::Template;
 use sqlmcp_catalogue::{CompletionSource, Prompt, PromptArgument};
 
 use crate::auth::ToolScopes;
 use crate::caller::Scopes;
+use crate::server::cache_hints::{self, Cacheable};
 use crate::tools::ToolError;
 
 /// A prompt with its template parsed.
@@ -100,7 +99,7 @@ pub fn list(access: Access<'_>) -> ListPromptsResult {
         .filter(|prompt| access.allows(prompt))
         .map(to_mcp)
         .collect();
-    ListPromptsResult::with_all_items(prompts).with_cache_scope(CacheScope::Private)
+    ListPromptsResult::with_all_items(prompts).with_hint(cache_hints::CALLERS_LIST)
 }
 
 /// A prompt as `prompts/list` shows it. MCP gives prompt arguments no
@@ -297,7 +296,10 @@ mod tests {
         assert_eq!(listed(Some(&reader)), all().count());
         assert_eq!(listed(None), all().count());
         assert_eq!(listed(Some(&analyst)), 0);
-        assert_eq!(list(everyone()).cache_scope, Some(CacheScope::Private));
+        assert_eq!(
+            list(everyone()).cache_scope,
+            Some(rmcp::model::CacheScope::Private)
+        );
     }
 
     #[test]

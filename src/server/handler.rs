@@ -1,13 +1,15 @@
-//! The MCP side: `tools/list` and `tools/call` over the tool list;
-//! `prompts/list` and `prompts/get` are `crate::prompts`'.
+//! The MCP side: `tools/list` and `tools/call` over the tool list, and the
+//! protocol versions the server speaks; `prompts/list` and `prompts/get`
+//! are `crate::prompts`'.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, GetPromptRequestParams,
-    GetPromptResponse, Implementation, ListPromptsResult, ListToolsResult, PaginatedRequestParams,
-    ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverResult,
+    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult, ListToolsResult,
+    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -15,12 +17,26 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::State;
+use super::cache_hints::{self, Cacheable};
 use super::rate_limit::CallPermit;
 use super::result_cache::{Answer, Lookup};
 use crate::audit;
 use crate::caller::Caller;
 use crate::prompts;
 use crate::tools::{self, ToolContext, ToolError};
+
+/// The MCP revisions the server speaks, oldest first: exactly those its tests
+/// prove with the official clients and the conformance suite
+/// (`tests/api/clients.rs`). `initialize` agrees to 2025-06-18 or 2025-11-25
+/// (a client asking for another gets 2025-11-25); 2026-07-28 has no
+/// handshake: `server/discover` lists these, and each request names its
+/// version in its `_meta` (and, over HTTP, the `MCP-Protocol-Version`
+/// header), which is refused with this list when it is not one of them.
+pub const PROTOCOL_VERSIONS: &[ProtocolVersion] = &[
+    ProtocolVersion::V_2025_06_18,
+    ProtocolVersion::V_2025_11_25,
+    ProtocolVersion::V_2026_07_28,
+];
 
 /// One per connection (stdio, session) or per request (stateless HTTP), so
 /// it only holds shared state: making one costs two reference counts.
@@ -248,8 +264,25 @@ impl ServerHandler for Handler {
             .with_instructions(self.state.instructions.clone())
     }
 
+    fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
+        Cow::Borrowed(PROTOCOL_VERSIONS)
+    }
+
+    /// What `initialize` would say, for 2026-07-28 clients: the same for
+    /// every caller, so any cache may keep it until a restart could change it.
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
+        Ok(
+            DiscoverResult::from_server_info(PROTOCOL_VERSIONS.to_vec(), self.get_info())
+                .with_hint(cache_hints::SHARED_UNTIL_RESTART),
+        )
+    }
+
     /// The tools the caller's scopes allow; every tool to a request that
-    /// names no caller (it can call none of them).
+    /// names no caller (it can call none of them). Only a restart changes
+    /// the list, but it is the caller's own: private.
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -265,7 +298,7 @@ impl ServerHandler for Handler {
                 .collect(),
             None => self.state.tools.as_ref().clone(),
         };
-        Ok(ListToolsResult::with_all_items(tools))
+        Ok(ListToolsResult::with_all_items(tools).with_hint(cache_hints::CALLERS_LIST))
     }
 
     async fn list_prompts(

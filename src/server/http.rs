@@ -1,5 +1,15 @@
-//! The HTTP routes: `/mcp` (behind caller authentication and a guard on
-//! its request bodies), `/healthz`, `/readyz` and `/metrics`.
+//! The HTTP routes: `/mcp` (behind caller authentication, a guard on its
+//! request bodies and a check of the protocol version it names),
+//! `/healthz`, `/readyz` and `/metrics`.
+//!
+//! MCP 2026-07-28 requests pass through sqlmcp's own layers untouched: its
+//! headers (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`) are no
+//! identity header, so the repeated-header refusal leaves them alone, and
+//! rmcp checks them against the body (400 with a `HeaderMismatch` error when
+//! `Mcp-Method` or `Mcp-Name` is missing, repeated or different, or the
+//! header's version is not the one in `_meta`). rmcp accepts any version it
+//! knows in the header of a request without `_meta`; [`check_version`]
+//! refuses those this server does not speak.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,15 +24,18 @@ use rmcp::transport::streamable_http_server::session::never::NeverSessionManager
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
-use super::{Handler, Settings, State};
+use super::{Handler, PROTOCOL_VERSIONS, Settings, State};
 use crate::auth::{AuthError, Authenticator};
 use crate::migrate;
 
 pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken) -> axum::Router {
     super::metrics::install();
+    // Sessions are for the 2025 revisions only: rmcp serves 2026-07-28
+    // requests statelessly in either mode, and answers them (and stateless
+    // 2025 requests) with JSON unless a call streams notifications.
     let mut config = StreamableHttpServerConfig::default()
         .with_legacy_session_mode(settings.sessions)
-        .with_json_response(!settings.sessions)
+        .with_json_response(true)
         .with_max_request_body_bytes(settings.max_body_bytes)
         .with_cancellation_token(cancel);
     config = if settings.allowed_hosts.is_empty() {
@@ -47,11 +60,14 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
         )
     };
     // inside the body guard: a tools/call over its caller's limits is
-    // answered 429 there, with the body whole and the caller known
-    let mcp = mcp.layer(middleware::from_fn_with_state(
-        state.clone(),
-        super::rate_limit::refuse_over_limit,
-    ));
+    // answered 429 there, with the body whole and the caller known; a
+    // request in a protocol version not spoken here before it counts
+    let mcp = mcp
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::rate_limit::refuse_over_limit,
+        ))
+        .layer(middleware::from_fn(check_version));
     let bodies = BodyRules {
         max_bytes: settings.max_body_bytes,
         timeout: settings.body_timeout,
@@ -271,6 +287,51 @@ async fn guard_body(Extract(rules): Extract<BodyRules>, request: Request, next: 
     }
     next.run(Request::from_parts(parts, axum::body::Body::from(body)))
         .await
+}
+
+/// `MCP-Protocol-Version`, the header every request after `initialize`
+/// carries: a request that names a revision this server does not speak gets
+/// a 400 with an `UnsupportedProtocolVersion` error listing those it does
+/// (as rmcp answers a 2026-07-28 request whose `_meta` names one), and a
+/// request that names two gets a 400 too, since a proxy may read the other.
+/// A request without the header goes on: `initialize` has none, nor do
+/// clients older than 2025-06-18.
+async fn check_version(request: Request, next: Next) -> Response {
+    let mut named = request.headers().get_all("mcp-protocol-version").iter();
+    let Some(version) = named.next() else {
+        return next.run(request).await;
+    };
+    if named.next().is_some() {
+        tracing::info!("refused a request: a repeated MCP-Protocol-Version header");
+        return (
+            StatusCode::BAD_REQUEST,
+            "Bad Request: more than one MCP-Protocol-Version header\n",
+        )
+            .into_response();
+    }
+    let requested = String::from_utf8_lossy(version.as_bytes())
+        .trim()
+        .to_owned();
+    if PROTOCOL_VERSIONS.iter().any(|v| v.as_str() == requested) {
+        return next.run(request).await;
+    }
+    tracing::info!(requested = %requested, "refused a request: an unsupported protocol version");
+    // the error names the request it answers: its body is whole by now
+    let id = match axum::body::to_bytes(request.into_body(), usize::MAX).await {
+        Ok(body) => serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|message| message.get("id").cloned())
+            .unwrap_or(serde_json::Value::Null),
+        Err(_) => serde_json::Value::Null,
+    };
+    let requested = serde_json::from_value(serde_json::Value::String(requested))
+        .expect("any string is a protocol version");
+    let error = rmcp::ErrorData::unsupported_protocol_version(requested, PROTOCOL_VERSIONS);
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(serde_json::json!({"jsonrpc": "2.0", "id": id, "error": error})),
+    )
+        .into_response()
 }
 
 /// Ready when the database answers and its migrations are this binary's.

@@ -13,6 +13,7 @@
 //! open. At the cap the server stops accepting, so new connections wait in
 //! the listen backlog until one closes.
 
+pub mod cache_hints;
 mod handler;
 mod http;
 mod metrics;
@@ -36,7 +37,7 @@ use crate::caller::Caller;
 use crate::embeddings::Embedder;
 use crate::{db, migrate};
 
-pub use handler::Handler;
+pub use handler::{Handler, PROTOCOL_VERSIONS};
 
 /// Everything `sqlmcp serve` is configured with.
 pub struct Settings {

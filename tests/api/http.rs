@@ -203,6 +203,108 @@ async fn malformed_identities_and_foreign_hosts_are_refused_at_the_door() {
     app.stop().await.unwrap();
 }
 
+/// A request naming a revision the server does not speak (in the
+/// `MCP-Protocol-Version` header) gets a 400 listing those it does, one
+/// naming two gets a 400, and a 2026-07-28 request whose `Mcp-Method` or
+/// `Mcp-Name` header is missing or contradicts its body gets a 400 with a
+/// `HeaderMismatch` error, through every layer of sqlmcp's own.
+#[tokio::test]
+async fn requests_in_a_version_not_served_or_with_contradicting_headers_are_refused() {
+    let app = spawn_app().await;
+    let http = reqwest::Client::new();
+    let post = |headers: &[(&str, &str)], body: Value| {
+        let mut request = http
+            .post(&app.url)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .header("x-rls-user-id", SEATTLE)
+            .json(&body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        }
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"});
+    let served: Vec<&str> = sqlmcp::server::PROTOCOL_VERSIONS
+        .iter()
+        .map(|v| v.as_str())
+        .collect();
+    assert_eq!(served, ["2025-06-18", "2025-11-25", "2026-07-28"]);
+    for version in ["2025-03-26", "2024-11-05", "2099-01-01"] {
+        let (status, body) = post(&[("mcp-protocol-version", version)], list.clone()).await;
+        assert_eq!(status, 400, "{version}: {body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap(),
+            json!({"jsonrpc": "2.0", "id": 9, "error": {
+                "code": -32022,
+                "message": "Unsupported protocol version",
+                "data": {"requested": version, "supported": served},
+            }}),
+        );
+    }
+    let (status, body) = post(
+        &[
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-protocol-version", "2025-06-18"),
+        ],
+        list.clone(),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    for version in ["2025-06-18", "2025-11-25"] {
+        let (status, body) = post(&[("mcp-protocol-version", version)], list.clone()).await;
+        assert_eq!(status, 200, "{version}: {body}");
+        assert!(body.contains("store_performance"), "{body}");
+    }
+
+    let meta = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    });
+    let call = json!({"jsonrpc": "2.0", "id": 10, "method": "tools/call", "params": {
+        "name": "store_performance", "arguments": {}, "_meta": meta,
+    }});
+    let modern = [("mcp-protocol-version", "2026-07-28")];
+    let refused = [
+        vec![("mcp-name", "store_performance")],
+        vec![
+            ("mcp-method", "tools/list"),
+            ("mcp-name", "store_performance"),
+        ],
+        vec![("mcp-method", "tools/call")],
+        vec![("mcp-method", "tools/call"), ("mcp-name", "low_stock")],
+    ];
+    for headers in refused {
+        let (status, body) = post(&[&modern[..], &headers].concat(), call.clone()).await;
+        assert_eq!(status, 400, "{headers:?}: {body}");
+        let error: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(error["error"]["code"], -32020, "{headers:?}: {body}");
+    }
+    let (status, body) = post(
+        &[
+            &modern[..],
+            &[
+                ("mcp-method", "tools/call"),
+                ("mcp-name", "store_performance"),
+            ],
+        ]
+        .concat(),
+        call.clone(),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let answer: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        answer["result"]["structuredContent"]["rows"][0]["store_id"], 1,
+        "{body}"
+    );
+    app.stop().await.unwrap();
+}
+
 /// More callers than connections: the extra caller waits a bounded time and
 /// is told the server is busy; the pool recovers once the connection frees.
 #[tokio::test]

@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod clients;
 mod codegen;
 mod edge;
 mod embeddings;
