@@ -407,7 +407,9 @@ const FIXTURE: &str = "calls a fixture tool of the suite's reference server (tes
 const NO_CLIENT_INPUT: &str = "needs a tool that asks the client for input (sampling, elicitation, \
                                roots): no sqlmcp tool does";
 const RESOURCES: &str = "until resources/prompts/completions land (resources)";
-const PROMPTS: &str = "until resources/prompts/completions land (prompts)";
+const FIXTURE_PROMPT: &str = "gets a fixture prompt of the suite's reference server (test_*); \
+                              tests/api/prompts.rs gets sqlmcp's own prompts through a real \
+                              client";
 const COMPLETIONS: &str = "until resources/prompts/completions land (completions)";
 const LOGGING: &str = "sqlmcp declares no logging capability (its logs are its own; MCP logging \
                        is deprecated in 2026-07-28, SEP-2577)";
@@ -470,18 +472,20 @@ const SCENARIOS: &[(&str, Verdict)] = &[
     ("sep-2640-skills-directory", Verdict::Excluded(EXTENSION)),
     ("sep-2640-skills-enumeration", Verdict::Excluded(EXTENSION)),
     ("sep-2640-skills-manifest", Verdict::Excluded(EXTENSION)),
-    ("prompts-list", Verdict::Excluded(PROMPTS)),
-    ("prompts-get-simple", Verdict::Excluded(PROMPTS)),
-    ("prompts-get-with-args", Verdict::Excluded(PROMPTS)),
-    ("prompts-get-embedded-resource", Verdict::Excluded(PROMPTS)),
-    ("prompts-get-with-image", Verdict::Excluded(PROMPTS)),
+    ("prompts-list", run(BOTH)),
+    ("prompts-get-simple", Verdict::Excluded(FIXTURE_PROMPT)),
+    ("prompts-get-with-args", Verdict::Excluded(FIXTURE_PROMPT)),
+    (
+        "prompts-get-embedded-resource",
+        Verdict::Excluded(FIXTURE_PROMPT),
+    ),
+    ("prompts-get-with-image", Verdict::Excluded(FIXTURE_PROMPT)),
     ("dns-rebinding-protection", run(BOTH)),
     (
         "caching",
         Verdict::Run {
             modes: BOTH,
             known: &[
-                ("sep-2549-prompts-list-caching-hints", PROMPTS),
                 ("sep-2549-resources-list-caching-hints", RESOURCES),
                 ("sep-2549-resources-templates-list-caching-hints", RESOURCES),
             ],
