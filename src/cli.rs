@@ -23,6 +23,9 @@ enum Command {
     Seed(SeedArgs),
     /// Print the tool list: name, description, input and output schema.
     Tools(ToolsArgs),
+    /// Print everything the files declare: tools, resources, resource
+    /// templates and where their completions come from.
+    Catalogue(ToolsArgs),
     /// Call one tool as a caller and print its result (for development).
     Call(CallArgs),
     /// Give every product a current vector of the embedding model (missing
@@ -290,6 +293,10 @@ pub async fn run() -> Result<()> {
             print_tools(&args);
             Ok(())
         }
+        Command::Catalogue(args) => {
+            print_catalogue(&args);
+            Ok(())
+        }
         Command::Call(args) => run_call(args).await,
         Command::Embed(args) => run_embed(args).await,
         Command::Serve(args) => run_serve(*args).await,
@@ -519,9 +526,13 @@ fn print_tools(args: &ToolsArgs) {
         );
         return;
     }
+    print_tools_table(&definitions);
+}
+
+fn print_tools_table(definitions: &[tools::ToolDefinition]) {
     println!("| tool | what it answers | arguments | result columns |");
     println!("|---|---|---|---|");
-    for tool in &definitions {
+    for tool in definitions {
         let required: Vec<&str> = tool.input_schema["required"]
             .as_array()
             .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
@@ -543,6 +554,80 @@ fn print_tools(args: &ToolsArgs) {
             "| `{}` | {} | {arguments} | {columns} |",
             tool.name,
             tool.description.replace('\n', " ")
+        );
+    }
+}
+
+/// `sqlmcp catalogue`: the tools, the resources, the resource templates
+/// and their completions, as JSON or as Markdown tables.
+fn print_catalogue(args: &ToolsArgs) {
+    use crate::resources;
+    use sqlmcp_catalogue::CompletionSource;
+
+    let definitions = tools::definitions();
+    let completes = |source: &Option<CompletionSource>| match source {
+        None => "nothing".to_owned(),
+        Some(CompletionSource::Values(values)) => values.join(", "),
+        Some(CompletionSource::Query { file, line, .. }) => format!("a query ({file}:{line})"),
+    };
+    if !args.markdown {
+        let templates: Vec<serde_json::Value> = resources::templates_served()
+            .iter()
+            .map(|template| {
+                let mut listed = serde_json::to_value(template.to_mcp()).expect("serialises");
+                listed["query"] = template.query.name.clone().into();
+                listed["completions"] = template
+                    .variables()
+                    .iter()
+                    .map(|v| (v.name.clone(), serde_json::json!(v.completion)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+                listed
+            })
+            .collect();
+        let catalogue = serde_json::json!({
+            "tools": definitions.iter().map(tools::ToolDefinition::to_json).collect::<Vec<_>>(),
+            "resources": resources::fixed().into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
+            "resourceTemplates": templates,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&catalogue).expect("the catalogue serialises")
+        );
+        return;
+    }
+    println!("## Tools\n");
+    print_tools_table(&definitions);
+    println!("\n## Resources\n");
+    println!("| URI | what it is | MIME type |");
+    println!("|---|---|---|");
+    for (resource, _) in resources::fixed() {
+        println!(
+            "| `{}` | {} | `{}` |",
+            resource.uri,
+            resource.description.as_deref().unwrap_or_default(),
+            resource.mime_type.as_deref().unwrap_or_default()
+        );
+    }
+    println!("\n## Resource templates\n");
+    println!("| URI template | what it answers | query | completions |");
+    println!("|---|---|---|---|");
+    for template in resources::templates_served() {
+        let query = if template.query.tool {
+            format!("`{}` (also a tool)", template.query.name)
+        } else {
+            format!("`{}` (resource only)", template.query.name)
+        };
+        let completions = template
+            .variables()
+            .iter()
+            .map(|v| format!("`{}`: {}", v.name, completes(&v.completion)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        println!(
+            "| `{}` | {} | {query} | {completions} |",
+            template.uri,
+            template.description().replace('\n', " ")
         );
     }
 }

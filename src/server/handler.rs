@@ -1,11 +1,15 @@
-//! The MCP side: `tools/list` and `tools/call` over the tool list.
+//! The MCP side: `tools/list` and `tools/call` over the tool list; the
+//! resources (`src/resources/`) and completions (`src/completion/`) it
+//! hands on.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
-    ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, Implementation, JsonObject, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse,
+    ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -18,6 +22,7 @@ use super::result_cache::{Answer, Lookup};
 use crate::audit;
 use crate::caller::Caller;
 use crate::tools::{self, ToolContext, ToolError};
+use crate::{completion, resources};
 
 /// One per connection (stdio, session) or per request (stateless HTTP), so
 /// it only holds shared state: making one costs two reference counts.
@@ -36,7 +41,7 @@ impl Handler {
         }
     }
 
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Caller>> {
+    pub(crate) fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Caller>> {
         context
             .extensions
             .get::<http::request::Parts>()
@@ -224,12 +229,18 @@ pub fn tool_list() -> Vec<Tool> {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
-            .with_server_info(
-                Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
-                    .with_title("sqlmcp: Zava Retail"),
-            )
-            .with_instructions(self.state.instructions.clone())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
+                .with_title("sqlmcp: Zava Retail"),
+        )
+        .with_instructions(self.state.instructions.clone())
     }
 
     /// The tools the caller's scopes allow; every tool to a request that
@@ -256,6 +267,46 @@ impl ServerHandler for Handler {
         self.state.tools.iter().find(|t| t.name == name).cloned()
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(resources::list(
+            &self.state,
+            self.caller(&context).as_deref(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(resources::templates(
+            &self.state,
+            self.caller(&context).as_deref(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        resources::read(self, &self.state, &request.uri, &context)
+            .await
+            .map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        completion::answer(&self.state, self.caller(&context), request, &context.ct).await
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -268,18 +319,54 @@ impl ServerHandler for Handler {
                 None,
             ));
         }
+        let called = self.run_call(&name, request.arguments, &context).await;
+        Ok(called.into_result().into())
+    }
+}
+
+/// How a call ended: [`Handler::run_call`]'s result as the caller gets it,
+/// and whether it was refused or failed.
+pub(crate) enum Called {
+    Answered(CallToolResult),
+    /// Refused before it ran (identity, scope, rate limit, audit log).
+    Refused(CallToolResult),
+    Failed(CallToolResult, ToolError),
+}
+
+impl Called {
+    pub(crate) fn into_result(self) -> CallToolResult {
+        match self {
+            Called::Answered(result) | Called::Refused(result) | Called::Failed(result, _) => {
+                result
+            }
+        }
+    }
+}
+
+impl Handler {
+    /// One call of the tool or query `name`, as `tools/call` and a resource
+    /// template's read make it: audited, gated by the caller's scopes and
+    /// rate limits, then answered (from the result cache, or by the
+    /// database under the caller's identity within the call's deadline).
+    pub(crate) async fn run_call(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+        context: &RequestContext<RoleServer>,
+    ) -> Called {
+        let name = name.to_owned();
         let started = Instant::now();
-        let caller = self.caller(&context);
-        let arguments = request.arguments.map_or(Value::Null, Value::Object);
+        let caller = self.caller(context);
+        let arguments = arguments.map_or(Value::Null, Value::Object);
         let request_id = || audit::request_id(context.extensions.get());
         let entry = || audit::Entry::new(request_id(), caller.as_deref(), &name, &arguments);
         let audited = match self.state.audit.begin(entry).await {
             Ok(audited) => audited,
             Err(refused) => {
                 super::metrics::record_call(&name, "refused", started.elapsed());
-                return Ok(
-                    CallToolResult::error(vec![ContentBlock::text(refused.to_string())]).into(),
-                );
+                return Called::Refused(CallToolResult::error(vec![ContentBlock::text(
+                    refused.to_string(),
+                )]));
             }
         };
         // the permit is held until the call has ended, however it ends
@@ -290,7 +377,7 @@ impl ServerHandler for Handler {
                 tracing::info!(tool = %name, outcome = "refused", class, "{refusal}");
                 let result = CallToolResult::error(vec![ContentBlock::text(refusal)]);
                 audited.failed(&result, audit::Outcome::Refused, class);
-                return Ok(result.into());
+                return Called::Refused(result);
             }
         };
         let outcome = self.answer(&caller, &name, arguments, &context.ct).await;
@@ -308,14 +395,14 @@ impl ServerHandler for Handler {
                 let cached = lookup == Lookup::Hit;
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
                 audited.ok(&result, rows, cached, visible);
-                Ok(result.into())
+                Called::Answered(result)
             }
             Err(err) => {
                 super::metrics::record_call(&name, "error", elapsed);
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
                 let result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
                 audited.failed(&result, audit::Outcome::Error, audit::error_class(&err));
-                Ok(result.into())
+                Called::Failed(result, err)
             }
         }
     }

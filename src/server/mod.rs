@@ -36,6 +36,7 @@ use crate::caller::Caller;
 use crate::embeddings::Embedder;
 use crate::{db, migrate};
 
+pub(crate) use handler::Called;
 pub use handler::Handler;
 
 /// Everything `sqlmcp serve` is configured with.
