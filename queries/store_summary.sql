@@ -18,28 +18,29 @@ SELECT s.store_id,
        s.is_online,
        (SELECT count(*) FROM retail.customers c WHERE c.primary_store_id = s.store_id)::bigint
            AS customers,
-       sales.orders,
+       orders.orders,
        sales.units_sold,
        sales.revenue,
-       days.first_order_date,
-       days.last_order_date,
+       orders.first_order_date,
+       orders.last_order_date,
        stock.products_stocked,
        stock.units_in_stock,
        stock.low_stock_products
 FROM retail.stores s
 LEFT JOIN retail.regions r ON r.region_id = s.region_id
 CROSS JOIN LATERAL (
-    SELECT count(DISTINCT oi.order_id)::bigint AS orders,
-           coalesce(sum(oi.quantity), 0)::bigint AS units_sold,
+    SELECT coalesce(sum(oi.quantity), 0)::bigint AS units_sold,
            coalesce(sum(oi.total_amount), 0) AS revenue
     FROM retail.order_items oi
     WHERE oi.store_id = s.store_id
 ) sales
 CROSS JOIN LATERAL (
-    SELECT min(o.order_date) AS first_order_date, max(o.order_date) AS last_order_date
+    SELECT count(*)::bigint AS orders,
+           min(o.order_date) AS first_order_date,
+           max(o.order_date) AS last_order_date
     FROM retail.orders o
     WHERE o.store_id = s.store_id
-) days
+) orders
 CROSS JOIN LATERAL (
     SELECT count(*)::bigint AS products_stocked,
            coalesce(sum(i.stock_level), 0)::bigint AS units_in_stock,

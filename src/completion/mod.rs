@@ -83,7 +83,12 @@ pub async fn answer(
         return Ok(CompleteResult::default());
     };
     let started = std::time::Instant::now();
-    let completion = complete(state, &caller, source, &request.argument.value, gone)
+    let engine = Engine {
+        pool: &state.pool,
+        pool_wait: state.pool_wait,
+        statement_cache: state.limits.statement_cache,
+    };
+    let completion = complete(engine, &caller, source, &request.argument.value, gone)
         .await
         .map_err(|err| McpError::internal_error(err.to_string(), None))?;
     tracing::debug!(
@@ -96,11 +101,22 @@ pub async fn answer(
     Ok(CompleteResult::new(completion))
 }
 
+/// What completion queries run on: the server's pool and how it prepares
+/// statements.
+#[derive(Clone, Copy)]
+pub struct Engine<'a> {
+    pub pool: &'a deadpool_postgres::Pool,
+    /// How long a completion waits for a free connection.
+    pub pool_wait: Duration,
+    /// Prepare statements once per connection ([`db::Call`]).
+    pub statement_cache: bool,
+}
+
 /// The values `source` offers `caller` for what they typed so far
 /// (`prefix`): at most [`MAX_VALUES`], with `hasMore` when there are more,
 /// and `total` when it is known.
 pub async fn complete(
-    state: &State,
+    engine: Engine<'_>,
     caller: &Caller,
     source: &CompletionSource,
     prefix: &str,
@@ -108,7 +124,7 @@ pub async fn complete(
 ) -> Result<CompletionInfo, ToolError> {
     match source {
         CompletionSource::Values(values) => Ok(from_values(values, prefix)),
-        CompletionSource::Query { sql, .. } => from_query(state, caller, sql, prefix, gone).await,
+        CompletionSource::Query { sql, .. } => from_query(engine, caller, sql, prefix, gone).await,
     }
 }
 
@@ -151,7 +167,7 @@ fn limited(sql: &str) -> String {
 /// Runs a completion query as `caller`, in a read-only transaction opened
 /// for them, on a pooled connection.
 async fn from_query(
-    state: &State,
+    engine: Engine<'_>,
     caller: &Caller,
     sql: &str,
     prefix: &str,
@@ -159,10 +175,10 @@ async fn from_query(
 ) -> Result<CompletionInfo, ToolError> {
     let statement_text = limited(sql);
     let pattern = like_pattern(prefix);
-    let connection = state.pool.get().await.map_err(|err| match err {
+    let connection = engine.pool.get().await.map_err(|err| match err {
         deadpool_postgres::PoolError::Timeout(_) => ToolError::Unavailable(format!(
             "the server is busy: no database connection became free within {:.1}s",
-            state.pool_wait.as_secs_f64()
+            engine.pool_wait.as_secs_f64()
         )),
         other => {
             tracing::error!(error = %other, "no database connection");
@@ -171,11 +187,7 @@ async fn from_query(
     })?;
     let mut lent = Lent(Some(connection));
     let work = async {
-        let call = db::Call::new(
-            lent.client(),
-            state.limits.statement_cache,
-            db::Settle::Commit,
-        );
+        let call = db::Call::new(lent.client(), engine.statement_cache, db::Settle::Commit);
         call.run(&caller.grant, STATEMENT_TIMEOUT, &[], async {
             let statement =
                 sqlmcp_codegen::client::GenericClient::prepare(&call, &statement_text).await?;

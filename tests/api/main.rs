@@ -18,6 +18,7 @@ mod migrations;
 mod oauth;
 mod rate_limits;
 mod raw_sql;
+mod resources;
 mod result_cache;
 mod rls;
 mod round_trips;
