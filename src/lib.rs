@@ -34,6 +34,15 @@
 //!   built in. A call is admitted ([`tools::admit`]: arguments parsed,
 //!   validated and embedded, no database) and then executed in one
 //!   [`db::Call`] transaction.
+//! - [`resources`] — MCP resources, all from files: each `retail` table
+//!   (what `get_multiple_table_schemas` says of it), each query file's text
+//!   (embedded at build time), and the resource templates query files
+//!   declare (`--@ resource`), whose reads are calls of their query through
+//!   the handler's tool path ([`server::Handler`]: scopes, rate limits,
+//!   audit, deadline, the caller's identity).
+//! - [`completion`] — `completion/complete`: values for a template's
+//!   variables (and, through the same engine, prompts' arguments) from a
+//!   list or from a query checked at build time and run as the caller.
 //! - [`embeddings`] — embedding models for tools that search by meaning:
 //!   all-MiniLM-L6-v2 in-process (candle), or any OpenAI-shaped API.
 //! - [`backfill`] — `sqlmcp embed`: missing or stale product vectors, in
