@@ -49,6 +49,10 @@ fn main() {
     index.push_str(&registry(&catalogue.queries));
     write(&out_dir.join("curated_tools.rs"), &index);
     write_prompts(&catalogue, &out_dir);
+    write(
+        &out_dir.join("resource_catalogue.rs"),
+        &resource_catalogue(&catalogue),
+    );
 }
 
 /// The prompts, checked when the catalogue was made, as JSON that
@@ -56,6 +60,72 @@ fn main() {
 fn write_prompts(catalogue: &Catalogue, out_dir: &Path) {
     let json = serde_json::to_string_pretty(&catalogue.prompts).expect("prompts serialise");
     write(&out_dir.join("prompts.json"), &json);
+}
+
+/// What `src/resources/` serves from the catalogue: each query file's text
+/// (embedded, so a model can read the SQL behind a tool), the `retail`
+/// tables, and the resource templates with their completions (as the
+/// catalogue's JSON, read once by the server).
+fn resource_catalogue(catalogue: &Catalogue) -> String {
+    let workspace = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let mut out = String::new();
+    writeln!(
+        out,
+        "// {}
+",
+        catalogue::GENERATED_NOTICE
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// Every file of `queries/`, in name order, its text as built.
+pub const QUERY_FILES: &[QueryText] = &["
+    )
+    .unwrap();
+    let mut queries: Vec<&Query> = catalogue.queries.iter().collect();
+    queries.sort_by(|a, b| a.name.cmp(&b.name));
+    for query in &queries {
+        writeln!(
+            out,
+            "    QueryText {{ query: {:?}, file: {:?}, title: {:?}, tool: {}, text: include_str!({:?}) }},",
+            query.name,
+            query.file,
+            query.title,
+            query.tool,
+            workspace.join(&query.file).display()
+        )
+        .unwrap();
+    }
+    writeln!(
+        out,
+        "];
+"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "/// The tables and views of the `retail` schema, as the migrations make them.
+pub const TABLES: &[&str] = &{:?};
+",
+        catalogue.tables
+    )
+    .unwrap();
+    let templates: Vec<&Query> = queries
+        .into_iter()
+        .filter(|q| q.resource.is_some())
+        .collect();
+    let json = serde_json::to_string(&templates).expect("the catalogue serialises");
+    let hashes = "#".repeat(
+        (1..)
+            .find(|n| !json.contains(&format!("\"{}", "#".repeat(*n))))
+            .unwrap(),
+    );
+    writeln!(
+        out,
+        "/// The queries that serve a resource template (`--@ resource`), as the\n/// catalogue describes them.\npub const TEMPLATE_QUERIES: &str = r{hashes}\"{json}\"{hashes};"
+    )
+    .unwrap();
+    out
 }
 
 fn write(path: &Path, content: &str) {
@@ -128,7 +198,8 @@ fn header(query: &Query) -> String {
     let name = &query.name;
     let mut out = String::new();
     writeln!(out, "// {}", catalogue::GENERATED_NOTICE).unwrap();
-    writeln!(out, "// Tool `{name}`, from {}.\n", query.file).unwrap();
+    let what = if query.tool { "Tool" } else { "Query" };
+    writeln!(out, "// {what} `{name}`, from {}.\n", query.file).unwrap();
     writeln!(out, "use super::super::support::*;").unwrap();
     writeln!(out, "use sqlmcp_codegen::queries::{name} as query;\n").unwrap();
     writeln!(out, "pub const NAME: &str = {name:?};").unwrap();
@@ -581,10 +652,15 @@ fn registry(queries: &[Query]) -> String {
         mut ready_variants,
         mut run_arms,
     ] = <[String; 6]>::default();
+    let mut resource_only = String::new();
     for query in sorted {
         let module = &query.name;
         let variant = catalogue::struct_name(&query.name);
-        writeln!(definitions, "    &{module}::TOOL,").unwrap();
+        if query.tool {
+            writeln!(definitions, "    &{module}::TOOL,").unwrap();
+        } else {
+            writeln!(resource_only, "    &{module}::TOOL,").unwrap();
+        }
         writeln!(call_variants, "    {variant}(Box<{module}::Args>),").unwrap();
         writeln!(
             parse_arms,
@@ -608,6 +684,11 @@ fn registry(queries: &[Query]) -> String {
 /// Every generated tool, in name order.
 pub const DEFINITIONS: &[&ToolDescriptor] = &[
 {definitions}];
+
+/// The queries of files marked `--@ resource-only`: no tool, only a
+/// resource template reads them.
+pub const RESOURCE_ONLY: &[&ToolDescriptor] = &[
+{resource_only}];
 
 /// A call whose arguments are parsed and validated, ready to run.
 #[derive(Debug)]

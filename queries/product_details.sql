@@ -7,6 +7,8 @@
 --@ param sku "Exact SKU, e.g. PWR-DRL-1001 (case-insensitive)"
 --@ param name_contains "A fragment of the product name, e.g. drill (case-insensitive)"
 --@ param limit "How many products to return at most" default=20 min=1 max=100
+--@ resource zava://products/{sku} "One product by its SKU (case-insensitive): prices, cost, margin, category, type, description, and the units in stock across the stores you may see."
+--@ complete sku "SELECT sku FROM retail.products WHERE sku ILIKE :prefix || '%' ORDER BY sku"
 SELECT p.product_id,
        p.sku,
        p.product_name,

@@ -9,6 +9,7 @@
 --@ param category "Category name, e.g. Power Tools (case-insensitive); omit for all categories"
 --@ param store_id "Only this store (store_id from the stores table); omit for every store you may see"
 --@ param limit "How many products to return" default=10 min=1 max=100
+--@ resource zava://top-products/{rank_by} "The 10 best-selling products of all history in the stores you may see, ranked by revenue (after discounts) or by units sold."
 SELECT p.product_id,
        p.sku,
        p.product_name,

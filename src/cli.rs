@@ -27,6 +27,9 @@ enum Command {
     /// Print the prompt list: name, description, arguments and the tools
     /// each prompt chains.
     Prompts(ToolsArgs),
+    /// Print everything the files declare: tools, resources, resource
+    /// templates, prompts, and where completions come from.
+    Catalogue(ToolsArgs),
     /// Call one tool as a caller and print its result (for development).
     Call(CallArgs),
     /// Give every product a current vector of the embedding model (missing
@@ -292,14 +295,14 @@ pub async fn run() -> Result<()> {
         Command::Seed(args) => run_seed(args).await,
         Command::Tools(args) => {
             print_tools(&args);
-            if args.markdown {
-                println!();
-                print_prompts(&args);
-            }
             Ok(())
         }
         Command::Prompts(args) => {
             print_prompts(&args);
+            Ok(())
+        }
+        Command::Catalogue(args) => {
+            print_catalogue(&args);
             Ok(())
         }
         Command::Call(args) => run_call(args).await,
@@ -531,9 +534,13 @@ fn print_tools(args: &ToolsArgs) {
         );
         return;
     }
+    print_tools_table(&definitions);
+}
+
+fn print_tools_table(definitions: &[tools::ToolDefinition]) {
     println!("| tool | what it answers | arguments | result columns |");
     println!("|---|---|---|---|");
-    for tool in &definitions {
+    for tool in definitions {
         let required: Vec<&str> = tool.input_schema["required"]
             .as_array()
             .map(|r| r.iter().filter_map(|v| v.as_str()).collect())
@@ -559,22 +566,27 @@ fn print_tools(args: &ToolsArgs) {
     }
 }
 
+/// Each prompt as `prompts/list` shows it, with its file and the tools it
+/// chains.
+fn prompts_json() -> Vec<serde_json::Value> {
+    prompts::all()
+        .map(|prompt| {
+            let mut json =
+                serde_json::to_value(prompts::to_mcp(prompt)).expect("prompts serialise");
+            json["tools"] = serde_json::json!(prompt.tools);
+            json["source"] = serde_json::json!(prompt.file);
+            json
+        })
+        .collect()
+}
+
 /// The prompts as `prompts/list` shows them (with the file and the tools
 /// each chains), or as a Markdown table.
 fn print_prompts(args: &ToolsArgs) {
     if !args.markdown {
-        let list: Vec<serde_json::Value> = prompts::all()
-            .map(|prompt| {
-                let mut json =
-                    serde_json::to_value(prompts::to_mcp(prompt)).expect("prompts serialise");
-                json["tools"] = serde_json::json!(prompt.tools);
-                json["source"] = serde_json::json!(prompt.file);
-                json
-            })
-            .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(&list).expect("prompts serialise")
+            serde_json::to_string_pretty(&prompts_json()).expect("prompts serialise")
         );
         return;
     }
@@ -602,6 +614,83 @@ fn print_prompts(args: &ToolsArgs) {
             prompt.description.replace('\n', " ")
         );
     }
+}
+
+/// `sqlmcp catalogue`: the tools, the resources, the resource templates
+/// and their completions, and the prompts, as JSON or as Markdown tables.
+fn print_catalogue(args: &ToolsArgs) {
+    use crate::resources;
+    use sqlmcp_catalogue::CompletionSource;
+
+    let definitions = tools::definitions();
+    let completes = |source: &Option<CompletionSource>| match source {
+        None => "nothing".to_owned(),
+        Some(CompletionSource::Values(values)) => values.join(", "),
+        Some(CompletionSource::Query { file, line, .. }) => format!("a query ({file}:{line})"),
+    };
+    if !args.markdown {
+        let templates: Vec<serde_json::Value> = resources::templates_served()
+            .iter()
+            .map(|template| {
+                let mut listed = serde_json::to_value(template.to_mcp()).expect("serialises");
+                listed["query"] = template.query.name.clone().into();
+                listed["completions"] = template
+                    .variables()
+                    .iter()
+                    .map(|v| (v.name.clone(), serde_json::json!(v.completion)))
+                    .collect::<serde_json::Map<_, _>>()
+                    .into();
+                listed
+            })
+            .collect();
+        let catalogue = serde_json::json!({
+            "tools": definitions.iter().map(tools::ToolDefinition::to_json).collect::<Vec<_>>(),
+            "resources": resources::fixed().into_iter().map(|(r, _)| r).collect::<Vec<_>>(),
+            "resourceTemplates": templates,
+            "prompts": prompts_json(),
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&catalogue).expect("the catalogue serialises")
+        );
+        return;
+    }
+    println!("## Tools\n");
+    print_tools_table(&definitions);
+    println!("\n## Resources\n");
+    println!("| URI | what it is | MIME type |");
+    println!("|---|---|---|");
+    for (resource, _) in resources::fixed() {
+        println!(
+            "| `{}` | {} | `{}` |",
+            resource.uri,
+            resource.description.as_deref().unwrap_or_default(),
+            resource.mime_type.as_deref().unwrap_or_default()
+        );
+    }
+    println!("\n## Resource templates\n");
+    println!("| URI template | what it answers | query | completions |");
+    println!("|---|---|---|---|");
+    for template in resources::templates_served() {
+        let query = if template.query.tool {
+            format!("`{}` (also a tool)", template.query.name)
+        } else {
+            format!("`{}` (resource only)", template.query.name)
+        };
+        let completions = template
+            .variables()
+            .iter()
+            .map(|v| format!("`{}`: {}", v.name, completes(&v.completion)))
+            .collect::<Vec<_>>()
+            .join("; ");
+        println!(
+            "| `{}` | {} | {query} | {completions} |",
+            template.uri,
+            template.description().replace('\n', " ")
+        );
+    }
+    println!("\n## Prompts\n");
+    print_prompts(args);
 }
 
 fn property_names(schema: &serde_json::Value) -> Vec<&str> {

@@ -38,6 +38,15 @@
 //!   (TOML front matter and a Markdown template), checked when the query
 //!   catalogue is made and embedded in the binary; offered to a caller only
 //!   if their scopes allow every tool the prompt chains.
+//! - [`resources`] — MCP resources, all from files: each `retail` table
+//!   (what `get_multiple_table_schemas` says of it), each query file's text
+//!   (embedded at build time), and the resource templates query files
+//!   declare (`--@ resource`), whose reads are calls of their query through
+//!   the handler's tool path ([`server::Handler`]: scopes, rate limits,
+//!   audit, deadline, the caller's identity).
+//! - [`completion`] — `completion/complete`: values for a template's
+//!   variables (and, through the same engine, prompts' arguments) from a
+//!   list or from a query checked at build time and run as the caller.
 //! - [`embeddings`] — embedding models for tools that search by meaning:
 //!   all-MiniLM-L6-v2 in-process (candle), or any OpenAI-shaped API.
 //! - [`backfill`] — `sqlmcp embed`: missing or stale product vectors, in
@@ -58,11 +67,13 @@ pub mod auth;
 pub mod backfill;
 pub mod caller;
 pub mod cli;
+pub mod completion;
 pub mod db;
 pub mod embeddings;
 pub mod migrate;
 mod progress;
 pub mod prompts;
+pub mod resources;
 pub mod secret;
 pub mod seed;
 pub mod server;

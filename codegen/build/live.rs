@@ -7,10 +7,10 @@ use tokio_postgres::Statement;
 use tokio_postgres::error::ErrorPosition;
 
 use crate::{Paths, input_hashes, relative, sql_files};
-use sqlmcp_catalogue::query_file::{self, QueryFile};
+use sqlmcp_catalogue::query_file::{self, Declared, QueryFile};
 use sqlmcp_catalogue::{
-    self as catalogue, Catalogue, Column, Embed, GENERATED_NOTICE, Param, Query, ValueKind,
-    write_if_changed,
+    self as catalogue, Catalogue, Column, CompletionSource, Embed, GENERATED_NOTICE, Param, Query,
+    ResourceTemplate, TemplateVariable, ValueKind, write_if_changed,
 };
 
 pub fn generate(url: &str, paths: &Paths) -> Result<(), String> {
@@ -87,20 +87,31 @@ fn generate_in(
     let mut client = runtime.block_on(connect(runtime, config))?;
     migrate(runtime, &mut client, paths)?;
     let inputs = input_hashes(paths)?;
-    let mut queries = Vec::new();
+    let mut queries: Vec<Query> = Vec::new();
     for file in sql_files(&paths.queries)? {
-        queries.push(read_query(runtime, &client, paths, &file)?);
+        let query = read_query(runtime, &client, paths, &file)?;
+        check_template_is_unique(&query, &queries)?;
+        queries.push(query);
     }
     if queries.is_empty() {
         return Err("queries/ holds no .sql file; there would be no tools".to_owned());
     }
     let prompts = crate::prompts::read(paths, &queries)?;
+    let prompt_sources = prompts
+        .iter()
+        .flat_map(|prompt| &prompt.arguments)
+        .filter_map(|argument| argument.completion.as_ref());
+    for source in prompt_sources {
+        check_completion_source(runtime, &client, source)?;
+    }
+    let tables = retail_tables(runtime, &client)?;
     let code = run_cornucopia(&client, paths)?;
     let catalogue = Catalogue {
         generated: GENERATED_NOTICE.to_owned(),
         inputs,
         queries,
         prompts,
+        tables,
     };
     let json = serde_json::to_string_pretty(&catalogue).expect("the catalogue serialises") + "\n";
     std::fs::create_dir_all(&paths.snapshot)
@@ -128,6 +139,114 @@ fn migrate(
         })?;
     Ok(())
 }
+
+/// The tables and views of the `retail` schema (`retail.orders`), served
+/// as resources: what `get_multiple_table_schemas` describes.
+fn retail_tables(
+    runtime: &tokio::runtime::Runtime,
+    client: &tokio_postgres::Client,
+) -> Result<Vec<String>, String> {
+    let rows = runtime
+        .block_on(client.query(
+            "SELECT n.nspname || '.' || c.relname FROM pg_class c \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'retail' AND c.relkind IN ('r', 'p', 'v', 'm') ORDER BY c.relname",
+            &[],
+        ))
+        .map_err(|err| format!("cannot list the retail tables: {}", pg_message(&err)))?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
+}
+
+/// No two resource templates read the same URIs.
+fn check_template_is_unique(query: &Query, earlier: &[Query]) -> Result<(), String> {
+    let Some(resource) = &query.resource else {
+        return Ok(());
+    };
+    let shape = |r: &ResourceTemplate| {
+        catalogue::uri_template::UriTemplate::parse(&r.uri_template)
+            .map(|t| t.shape())
+            .unwrap_or_default()
+    };
+    for other in earlier {
+        if let Some(theirs) = &other.resource
+            && shape(theirs) == shape(resource)
+        {
+            return Err(format!(
+                "{}: line {}: `{}` reads the same URIs as `{}` of {} (line {}); change one of them",
+                query.file,
+                resource.line,
+                resource.uri_template,
+                theirs.uri_template,
+                other.file,
+                theirs.line
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks where a completion's values come from against the schema of
+/// `migrations/`: a query must prepare, take exactly one parameter, of type
+/// text (`:prefix`), and return exactly one column, of a text type. Errors
+/// name the declaring file and line. Resource templates' variables and
+/// prompts' arguments are checked alike.
+pub fn check_completion_source(
+    runtime: &tokio::runtime::Runtime,
+    client: &tokio_postgres::Client,
+    source: &CompletionSource,
+) -> Result<(), String> {
+    let CompletionSource::Query { sql, file, line } = source else {
+        return Ok(());
+    };
+    let fail = |message: String| Err(format!("{file}: line {line}: {message}"));
+    let statement = match runtime.block_on(client.prepare(sql)) {
+        Ok(statement) => statement,
+        Err(err) => {
+            let hint = err
+                .as_db_error()
+                .and_then(|db| db.hint())
+                .map(|hint| format!("\n  hint: {hint}"))
+                .unwrap_or_default();
+            return fail(format!(
+                "the completion query does not type-check against the schema of \
+                 migrations/:\n  PostgreSQL: {}{hint}",
+                pg_message(&err)
+            ));
+        }
+    };
+    match statement.params() {
+        [prefix] if prefix.name() == "text" => {}
+        [prefix] => {
+            return fail(format!(
+                "in the completion query :prefix has type {}; it is text (the typed characters): \
+                 compare it with text (`sku LIKE :prefix || '%'`)",
+                prefix.name()
+            ));
+        }
+        params => {
+            return fail(format!(
+                "a completion query takes exactly one parameter, :prefix; this one takes {}",
+                params.len()
+            ));
+        }
+    }
+    match statement.columns() {
+        [column] if TEXT_TYPES.contains(&column.type_().name()) => Ok(()),
+        [column] => fail(format!(
+            "the completion query returns `{}` of type {}; it returns text (cast it: `{}::text`)",
+            column.name(),
+            column.type_().name(),
+            column.name()
+        )),
+        columns => fail(format!(
+            "a completion query returns exactly one column, the values offered; this one returns {}",
+            columns.len()
+        )),
+    }
+}
+
+/// The types a completion value may have.
+const TEXT_TYPES: [&str; 4] = ["text", "varchar", "bpchar", "name"];
 
 /// Reads one `.sql` file, checks it against the schema and describes it.
 fn read_query(
@@ -160,7 +279,16 @@ fn read_query(
                 })?;
         }
     }
-    describe_query(&rel, parsed, &statement)
+    let query = describe_query(&rel, parsed, &statement)?;
+    let sources = query
+        .resource
+        .iter()
+        .flat_map(|r| &r.variables)
+        .filter_map(|v| v.completion.as_ref());
+    for source in sources {
+        check_completion_source(runtime, client, source)?;
+    }
+    Ok(query)
 }
 
 /// A query's name becomes a tool's and a module's name, and its file's.
@@ -298,6 +426,7 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
         let params = describe_params(&parsed, statement)?;
         let columns = describe_columns(&parsed, statement)?;
         let (title, description) = describe_tool(&parsed)?;
+        let resource = describe_resource(rel, &parsed, &params, &embeds)?;
         Ok(Query {
             name: parsed.name.clone(),
             file: rel.to_owned(),
@@ -306,6 +435,8 @@ fn describe_query(rel: &str, parsed: QueryFile, statement: &Statement) -> Result
             params,
             embeds,
             columns,
+            tool: parsed.resource_only.is_none(),
+            resource,
         })
     };
     described().map_err(|(line, message)| format!("{rel}: line {line}: {message}"))
@@ -525,6 +656,94 @@ fn describe_tool(parsed: &QueryFile) -> Result<(String, String), Refusal> {
         .clone()
         .unwrap_or_else(|| catalogue::capitalised(&parsed.name.replace('_', " ")));
     Ok((title, description))
+}
+
+/// The `--@ resource` template: each variable is an argument of the query
+/// that one value can fill, and every argument without a variable may be
+/// left out. A variable completes from its `--@ complete`, or else from its
+/// parameter's `enum=`.
+fn describe_resource(
+    rel: &str,
+    parsed: &QueryFile,
+    params: &[Param],
+    embeds: &[Embed],
+) -> Result<Option<ResourceTemplate>, Refusal> {
+    let Some(directive) = &parsed.resource else {
+        return Ok(None);
+    };
+    let name = &parsed.name;
+    let template = &directive.template;
+    let fail = |message: String| (directive.line, message);
+    let filled = |param: &str| {
+        embeds
+            .iter()
+            .any(|e| e.vector_param == param || e.model_param.as_deref() == Some(param))
+    };
+    let arguments: Vec<&str> = embeds
+        .iter()
+        .map(|e| e.text_arg.as_str())
+        .chain(
+            params
+                .iter()
+                .map(|p| p.name.as_str())
+                .filter(|p| !filled(p)),
+        )
+        .collect();
+    let mut variables = Vec::new();
+    for variable in template.variables() {
+        let param = params.iter().find(|p| p.name == variable);
+        let pg_type = match param {
+            _ if embeds.iter().any(|e| e.text_arg == variable) => "text",
+            Some(param) if !filled(variable) => param.pg_type.as_str(),
+            _ => {
+                return Err(fail(format!(
+                    "`{{{variable}}}` in `{template}` is not an argument of query `{name}`; its \
+                     arguments: {}",
+                    arguments.join(", ")
+                )));
+            }
+        };
+        if catalogue::array_element(pg_type).is_some() {
+            return Err(fail(format!(
+                "`{{{variable}}}` in `{template}` would fill :{variable}, of type {pg_type}; a URI \
+                 variable holds one value, not an array"
+            )));
+        }
+        let declared = parsed.completions.iter().find(|c| c.name == variable);
+        let completion = match declared {
+            Some(complete) => Some(match &complete.declared {
+                Declared::Values(values) => CompletionSource::Values(values.clone()),
+                Declared::Query(sql) => CompletionSource::query(sql, rel, complete.line)
+                    .map_err(|err| (err.line, err.message))?,
+            }),
+            None => param
+                .and_then(|p| p.allowed.clone())
+                .map(CompletionSource::Values),
+        };
+        variables.push(TemplateVariable {
+            name: variable.to_owned(),
+            pg_type: pg_type.to_owned(),
+            completion,
+        });
+    }
+    for argument in &arguments {
+        let optional = params
+            .iter()
+            .find(|p| p.name == *argument)
+            .is_some_and(|p| p.nullable || p.default.is_some());
+        if !optional && !template.variables().any(|v| v == *argument) {
+            return Err(fail(format!(
+                "`{template}` has no variable for :{argument}, which query `{name}` needs (it has \
+                 neither a default nor `?`); add `{{{argument}}}` to the template, or a default"
+            )));
+        }
+    }
+    Ok(Some(ResourceTemplate {
+        uri_template: template.as_str().to_owned(),
+        line: directive.line,
+        description: directive.description.clone(),
+        variables,
+    }))
 }
 
 fn param_type<'a>(parsed: &QueryFile, statement: &'a Statement, name: &str) -> Option<&'a str> {

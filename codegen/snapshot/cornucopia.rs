@@ -1626,6 +1626,195 @@ impl<'c, 'a, 's, C: GenericClient>
     }
 }
 }
+pub mod store_summary {
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StoreSummary {
+    pub store_id: i32,
+    pub store_name: String,
+    pub region_name: Option<String>,
+    pub is_online: bool,
+    pub customers: i64,
+    pub orders: i64,
+    pub units_sold: i64,
+    pub revenue: rust_decimal::Decimal,
+    pub first_order_date: Option<chrono::NaiveDate>,
+    pub last_order_date: Option<chrono::NaiveDate>,
+    pub products_stocked: i64,
+    pub units_in_stock: i64,
+    pub low_stock_products: i64,
+}
+pub struct StoreSummaryBorrowed<'a> {
+    pub store_id: i32,
+    pub store_name: &'a str,
+    pub region_name: Option<&'a str>,
+    pub is_online: bool,
+    pub customers: i64,
+    pub orders: i64,
+    pub units_sold: i64,
+    pub revenue: rust_decimal::Decimal,
+    pub first_order_date: Option<chrono::NaiveDate>,
+    pub last_order_date: Option<chrono::NaiveDate>,
+    pub products_stocked: i64,
+    pub units_in_stock: i64,
+    pub low_stock_products: i64,
+}
+impl<'a> From<StoreSummaryBorrowed<'a>> for StoreSummary {
+    fn from(
+        StoreSummaryBorrowed {
+            store_id,
+            store_name,
+            region_name,
+            is_online,
+            customers,
+            orders,
+            units_sold,
+            revenue,
+            first_order_date,
+            last_order_date,
+            products_stocked,
+            units_in_stock,
+            low_stock_products,
+        }: StoreSummaryBorrowed<'a>,
+    ) -> Self {
+        Self {
+            store_id,
+            store_name: store_name.into(),
+            region_name: region_name.map(|v| v.into()),
+            is_online,
+            customers,
+            orders,
+            units_sold,
+            revenue,
+            first_order_date,
+            last_order_date,
+            products_stocked,
+            units_in_stock,
+            low_stock_products,
+        }
+    }
+}
+use crate::client::async_::GenericClient;
+use futures::{self, StreamExt, TryStreamExt};
+pub struct StoreSummaryQuery<'c, 'a, 's, C: GenericClient, T, const N: usize> {
+    client: &'c C,
+    params: [&'a (dyn postgres_types::ToSql + Sync); N],
+    query: &'static str,
+    cached: Option<&'s tokio_postgres::Statement>,
+    extractor: fn(&tokio_postgres::Row) -> Result<StoreSummaryBorrowed, tokio_postgres::Error>,
+    mapper: fn(StoreSummaryBorrowed) -> T,
+}
+impl<'c, 'a, 's, C, T: 'c, const N: usize> StoreSummaryQuery<'c, 'a, 's, C, T, N>
+where
+    C: GenericClient,
+{
+    pub fn map<R>(
+        self,
+        mapper: fn(StoreSummaryBorrowed) -> R,
+    ) -> StoreSummaryQuery<'c, 'a, 's, C, R, N> {
+        StoreSummaryQuery {
+            client: self.client,
+            params: self.params,
+            query: self.query,
+            cached: self.cached,
+            extractor: self.extractor,
+            mapper,
+        }
+    }
+    pub async fn one(self) -> Result<T, tokio_postgres::Error> {
+        let row =
+            crate::client::async_::one(self.client, self.query, &self.params, self.cached).await?;
+        Ok((self.mapper)((self.extractor)(&row)?))
+    }
+    pub async fn all(self) -> Result<Vec<T>, tokio_postgres::Error> {
+        self.iter().await?.try_collect().await
+    }
+    pub async fn opt(self) -> Result<Option<T>, tokio_postgres::Error> {
+        let opt_row =
+            crate::client::async_::opt(self.client, self.query, &self.params, self.cached).await?;
+        Ok(opt_row
+            .map(|row| {
+                let extracted = (self.extractor)(&row)?;
+                Ok((self.mapper)(extracted))
+            })
+            .transpose()?)
+    }
+    pub async fn iter(
+        self,
+    ) -> Result<
+        impl futures::Stream<Item = Result<T, tokio_postgres::Error>> + 'c,
+        tokio_postgres::Error,
+    > {
+        let stream = crate::client::async_::raw(
+            self.client,
+            self.query,
+            crate::slice_iter(&self.params),
+            self.cached,
+        )
+        .await?;
+        let mapped = stream
+            .map(move |res| {
+                res.and_then(|row| {
+                    let extracted = (self.extractor)(&row)?;
+                    Ok((self.mapper)(extracted))
+                })
+            })
+            .into_stream();
+        Ok(mapped)
+    }
+}
+pub struct StoreSummaryStmt(&'static str, Option<tokio_postgres::Statement>);
+/// One store at a glance: its region, its customers, orders, units sold and
+/// revenue after discounts over all its history, its first and last order
+/// days, and its stock (products stocked, units in stock, products below 10
+/// units). Only a store you may see has a summary.
+pub fn store_summary() -> StoreSummaryStmt {
+    StoreSummaryStmt(
+        "SELECT s.store_id, s.store_name, r.region_name, s.is_online, (SELECT count(*) FROM retail.customers c WHERE c.primary_store_id = s.store_id)::bigint AS customers, orders.orders, sales.units_sold, sales.revenue, orders.first_order_date, orders.last_order_date, stock.products_stocked, stock.units_in_stock, stock.low_stock_products FROM retail.stores s LEFT JOIN retail.regions r ON r.region_id = s.region_id CROSS JOIN LATERAL ( SELECT coalesce(sum(oi.quantity), 0)::bigint AS units_sold, coalesce(sum(oi.total_amount), 0) AS revenue FROM retail.order_items oi WHERE oi.store_id = s.store_id ) sales CROSS JOIN LATERAL ( SELECT count(*)::bigint AS orders, min(o.order_date) AS first_order_date, max(o.order_date) AS last_order_date FROM retail.orders o WHERE o.store_id = s.store_id ) orders CROSS JOIN LATERAL ( SELECT count(*)::bigint AS products_stocked, coalesce(sum(i.stock_level), 0)::bigint AS units_in_stock, (count(*) FILTER (WHERE i.stock_level < 10))::bigint AS low_stock_products FROM retail.inventory i WHERE i.store_id = s.store_id ) stock WHERE s.store_id = $1 AND ((SELECT retail.caller_is_head_office()) OR s.store_id = ANY ((SELECT retail.caller_store_ids())::integer[]))",
+        None,
+    )
+}
+impl StoreSummaryStmt {
+    pub async fn prepare<'a, C: GenericClient>(
+        mut self,
+        client: &'a C,
+    ) -> Result<Self, tokio_postgres::Error> {
+        self.1 = Some(client.prepare(self.0).await?);
+        Ok(self)
+    }
+    pub fn bind<'c, 'a, 's, C: GenericClient>(
+        &'s self,
+        client: &'c C,
+        store_id: &'a i32,
+    ) -> StoreSummaryQuery<'c, 'a, 's, C, StoreSummary, 1> {
+        StoreSummaryQuery {
+            client,
+            params: [store_id],
+            query: self.0,
+            cached: self.1.as_ref(),
+            extractor:
+                |row: &tokio_postgres::Row| -> Result<StoreSummaryBorrowed, tokio_postgres::Error> {
+                    Ok(StoreSummaryBorrowed {
+                        store_id: row.try_get(0)?,
+                        store_name: row.try_get(1)?,
+                        region_name: row.try_get(2)?,
+                        is_online: row.try_get(3)?,
+                        customers: row.try_get(4)?,
+                        orders: row.try_get(5)?,
+                        units_sold: row.try_get(6)?,
+                        revenue: row.try_get(7)?,
+                        first_order_date: row.try_get(8)?,
+                        last_order_date: row.try_get(9)?,
+                        products_stocked: row.try_get(10)?,
+                        units_in_stock: row.try_get(11)?,
+                        low_stock_products: row.try_get(12)?,
+                    })
+                },
+            mapper: |it| StoreSummary::from(it),
+        }
+    }
+}
+}
 pub mod top_products {
 
 #[derive(Debug)]

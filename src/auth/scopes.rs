@@ -22,17 +22,21 @@ pub struct ToolScopes {
 
 impl ToolScopes {
     /// The defaults with `overrides` (tool name, scope) applied; a tool the
-    /// server does not have, or a malformed scope, is an error.
+    /// server does not have, or a malformed scope, is an error. A query
+    /// that serves only a resource template (`--@ resource-only`) needs a
+    /// scope as a tool does, [`READ`] by default.
     pub fn new(overrides: &[(String, String)]) -> Result<ToolScopes> {
         let mut by_tool: BTreeMap<String, String> = tools::definitions()
             .iter()
+            .map(|tool| tool.name)
+            .chain(tools::resource_only_queries())
             .map(|tool| {
-                let scope = if tool.name == tools::raw_sql::NAME {
+                let scope = if tool == tools::raw_sql::NAME {
                     SQL
                 } else {
                     READ
                 };
-                (tool.name.to_owned(), scope.to_owned())
+                (tool.to_owned(), scope.to_owned())
             })
             .collect();
         for (tool, scope) in overrides {
@@ -95,6 +99,11 @@ mod tests {
         let scopes = ToolScopes::new(&[]).unwrap();
         assert_eq!(scopes.required("execute_sales_query"), SQL);
         assert_eq!(scopes.required("top_products"), READ);
+        assert_eq!(
+            scopes.required("store_summary"),
+            READ,
+            "a resource-only query needs a scope too"
+        );
         assert_eq!(scopes.all(), BTreeSet::from([READ, SQL]));
         let reader = Scopes::new([READ]);
         assert!(scopes.allows(&reader, "top_products"));

@@ -11,7 +11,9 @@ use crate::caller::Scopes;
 pub struct AccessSettings {
     /// The scope a tool needs, as TOOL=SCOPE (repeatable, or
     /// comma-separated). By default raw SQL (`execute_sales_query`) needs
-    /// `sales:sql` and every other tool `sales:read`.
+    /// `sales:sql` and every other tool `sales:read`. A query's resource
+    /// template needs its query's scope; a resource-only query
+    /// (`store_summary`) is named like a tool.
     #[arg(
         long = "tool-scope",
         env = "SQLMCP_TOOL_SCOPES",

@@ -55,16 +55,32 @@ fn find(name: &str) -> Option<&'static Loaded> {
     PROMPTS.iter().find(|loaded| loaded.prompt.name == name)
 }
 
-/// Where `completion/complete` finds the values to offer for `argument` of
-/// `prompt`; `None` for an argument without a source, or no such argument.
-pub fn completion_source(prompt: &str, argument: &str) -> Option<&'static CompletionSource> {
-    find(prompt)?
-        .prompt
-        .arguments
-        .iter()
-        .find(|a| a.name == argument)?
-        .completion
-        .as_ref()
+/// Where the values offered for `argument` of `prompt` come from, if the
+/// caller may use the prompt: the same refusals as `prompts/get` (an
+/// unknown prompt, a tool the caller's scopes do not allow), and an
+/// argument the prompt does not have.
+pub fn completion_source(
+    prompt: &str,
+    argument: &str,
+    access: Access<'_>,
+) -> Result<Option<&'static CompletionSource>, PromptError> {
+    let prompt = &permitted(prompt, access)?.prompt;
+    let Some(argument) = prompt.arguments.iter().find(|a| a.name == argument) else {
+        return Err(PromptError::Argument(ToolError::InvalidArgument {
+            argument: argument.to_owned(),
+            rule: format!(
+                "no such argument of prompt `{}`; its arguments: {}",
+                prompt.name,
+                prompt
+                    .arguments
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }));
+    };
+    Ok(argument.completion.as_ref())
 }
 
 /// Which tools a caller may use, and so which prompts they are offered:
@@ -155,12 +171,8 @@ impl PromptError {
     }
 }
 
-/// `prompts/get`: checks `arguments` against the prompt's and renders it.
-pub fn get(
-    name: &str,
-    arguments: Option<JsonObject>,
-    access: Access<'_>,
-) -> Result<GetPromptResult, PromptError> {
+/// The prompt named `name`, if there is one and the caller may use it.
+fn permitted(name: &str, access: Access<'_>) -> Result<&'static Loaded, PromptError> {
     let Some(loaded) = find(name) else {
         return Err(PromptError::UnknownPrompt {
             name: name.to_owned(),
@@ -178,11 +190,21 @@ pub fn get(
             scope: access.tool_scopes.required(tool).to_owned(),
         });
     }
-    let values = values(prompt, arguments.unwrap_or_default())?;
+    Ok(loaded)
+}
+
+/// `prompts/get`: checks `arguments` against the prompt's and renders it.
+pub fn get(
+    name: &str,
+    arguments: Option<JsonObject>,
+    access: Access<'_>,
+) -> Result<GetPromptResult, PromptError> {
+    let loaded = permitted(name, access)?;
+    let values = values(&loaded.prompt, arguments.unwrap_or_default())?;
     let text = loaded.template.render(&values);
     Ok(
         GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)])
-            .with_description(&prompt.description),
+            .with_description(&loaded.prompt.description),
     )
 }
 
@@ -307,12 +329,23 @@ mod tests {
         for prompt in all() {
             for argument in &prompt.arguments {
                 assert_eq!(
-                    completion_source(&prompt.name, &argument.name),
+                    completion_source(&prompt.name, &argument.name, everyone()).unwrap(),
                     argument.completion.as_ref()
                 );
             }
         }
-        assert_eq!(completion_source("no_such_prompt", "store_id"), None);
+        let unknown = completion_source("no_such_prompt", "store_id", everyone()).unwrap_err();
+        assert!(
+            unknown.to_string().starts_with("unknown prompt"),
+            "{unknown}"
+        );
+        let review = completion_source("monthly_store_review", "region", everyone()).unwrap_err();
+        assert!(
+            review
+                .to_string()
+                .contains("no such argument of prompt `monthly_store_review`"),
+            "{review}"
+        );
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! The MCP side: `tools/list` and `tools/call` over the tool list, and the
-//! protocol versions the server speaks; `prompts/list` and `prompts/get`
-//! are `crate::prompts`'.
+//! protocol versions the server speaks; the prompts (`src/prompts/`),
+//! resources (`src/resources/`) and completions (`src/completion/`) it
+//! hands on.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, DiscoverResult,
-    GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult, ListToolsResult,
-    PaginatedRequestParams, ProtocolVersion, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequestParams, CallToolResponse, CallToolResult, CompleteRequestParams, CompleteResult,
+    ContentBlock, DiscoverResult, GetPromptRequestParams, GetPromptResponse, Implementation,
+    JsonObject, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult,
+    ListToolsResult, PaginatedRequestParams, ProtocolVersion, ReadResourceRequestParams,
+    ReadResourceResponse, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData as McpError, RoleServer, ServerHandler};
@@ -24,6 +27,7 @@ use crate::audit;
 use crate::caller::Caller;
 use crate::prompts;
 use crate::tools::{self, ToolContext, ToolError};
+use crate::{completion, resources};
 
 /// The MCP revisions the server speaks, oldest first: exactly those its tests
 /// prove with the official clients and the conformance suite
@@ -55,7 +59,7 @@ impl Handler {
         }
     }
 
-    fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Caller>> {
+    pub(crate) fn caller(&self, context: &RequestContext<RoleServer>) -> Option<Arc<Caller>> {
         context
             .extensions
             .get::<http::request::Parts>()
@@ -253,15 +257,19 @@ pub fn tool_list() -> Vec<Tool> {
 
 impl ServerHandler for Handler {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder()
-            .enable_prompts()
-            .enable_tools();
-        ServerConfig::new(capabilities.build())
-            .with_server_info(
-                Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
-                    .with_title("sqlmcp: Zava Retail"),
-            )
-            .with_instructions(self.state.instructions.clone())
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_prompts()
+                .enable_resources()
+                .enable_completions()
+                .build(),
+        )
+        .with_server_info(
+            Implementation::new("sqlmcp", env!("CARGO_PKG_VERSION"))
+                .with_title("sqlmcp: Zava Retail"),
+        )
+        .with_instructions(self.state.instructions.clone())
     }
 
     fn supported_protocol_versions(&self) -> Cow<'static, [ProtocolVersion]> {
@@ -329,6 +337,46 @@ impl ServerHandler for Handler {
         self.state.tools.iter().find(|t| t.name == name).cloned()
     }
 
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, McpError> {
+        Ok(resources::list(
+            &self.state,
+            self.caller(&context).as_deref(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, McpError> {
+        Ok(resources::templates(
+            &self.state,
+            self.caller(&context).as_deref(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, McpError> {
+        resources::read(self, &self.state, &request.uri, &context)
+            .await
+            .map(Into::into)
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, McpError> {
+        completion::answer(&self.state, self.caller(&context), request, &context.ct).await
+    }
+
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
@@ -341,18 +389,54 @@ impl ServerHandler for Handler {
                 None,
             ));
         }
+        let called = self.run_call(&name, request.arguments, &context).await;
+        Ok(called.into_result().into())
+    }
+}
+
+/// How a call ended: [`Handler::run_call`]'s result as the caller gets it,
+/// and whether it was refused or failed.
+pub(crate) enum Called {
+    Answered(CallToolResult),
+    /// Refused before it ran (identity, scope, rate limit, audit log).
+    Refused(CallToolResult),
+    Failed(CallToolResult, ToolError),
+}
+
+impl Called {
+    pub(crate) fn into_result(self) -> CallToolResult {
+        match self {
+            Called::Answered(result) | Called::Refused(result) | Called::Failed(result, _) => {
+                result
+            }
+        }
+    }
+}
+
+impl Handler {
+    /// One call of the tool or query `name`, as `tools/call` and a resource
+    /// template's read make it: audited, gated by the caller's scopes and
+    /// rate limits, then answered (from the result cache, or by the
+    /// database under the caller's identity within the call's deadline).
+    pub(crate) async fn run_call(
+        &self,
+        name: &str,
+        arguments: Option<JsonObject>,
+        context: &RequestContext<RoleServer>,
+    ) -> Called {
+        let name = name.to_owned();
         let started = Instant::now();
-        let caller = self.caller(&context);
-        let arguments = request.arguments.map_or(Value::Null, Value::Object);
+        let caller = self.caller(context);
+        let arguments = arguments.map_or(Value::Null, Value::Object);
         let request_id = || audit::request_id(context.extensions.get());
         let entry = || audit::Entry::new(request_id(), caller.as_deref(), &name, &arguments);
         let audited = match self.state.audit.begin(entry).await {
             Ok(audited) => audited,
             Err(refused) => {
                 super::metrics::record_call(&name, "refused", started.elapsed());
-                return Ok(
-                    CallToolResult::error(vec![ContentBlock::text(refused.to_string())]).into(),
-                );
+                return Called::Refused(CallToolResult::error(vec![ContentBlock::text(
+                    refused.to_string(),
+                )]));
             }
         };
         // the permit is held until the call has ended, however it ends
@@ -363,7 +447,7 @@ impl ServerHandler for Handler {
                 tracing::info!(tool = %name, outcome = "refused", class, "{refusal}");
                 let result = CallToolResult::error(vec![ContentBlock::text(refusal)]);
                 audited.failed(&result, audit::Outcome::Refused, class);
-                return Ok(result.into());
+                return Called::Refused(result);
             }
         };
         let outcome = self.answer(&caller, &name, arguments, &context.ct).await;
@@ -381,14 +465,14 @@ impl ServerHandler for Handler {
                 let cached = lookup == Lookup::Hit;
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
                 audited.ok(&result, rows, cached, visible);
-                Ok(result.into())
+                Called::Answered(result)
             }
             Err(err) => {
                 super::metrics::record_call(&name, "error", elapsed);
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
                 let result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
                 audited.failed(&result, audit::Outcome::Error, audit::error_class(&err));
-                Ok(result.into())
+                Called::Failed(result, err)
             }
         }
     }

@@ -37,6 +37,7 @@ use crate::caller::Caller;
 use crate::embeddings::Embedder;
 use crate::{db, migrate};
 
+pub(crate) use handler::Called;
 pub use handler::{Handler, PROTOCOL_VERSIONS};
 
 /// Everything `sqlmcp serve` is configured with.

@@ -119,6 +119,12 @@ pub fn instructions() -> String {
     )
 }
 
+/// The queries of `queries/` that serve no tool, only a resource template
+/// (`--@ resource-only`); a caller needs a scope for them as for a tool.
+pub fn resource_only_queries() -> impl Iterator<Item = &'static str> {
+    curated::RESOURCE_ONLY.iter().map(|query| query.name)
+}
+
 /// Whether `name` is a tool generated from `queries/`.
 pub fn is_curated(name: &str) -> bool {
     curated::DEFINITIONS.iter().any(|tool| tool.name == name)

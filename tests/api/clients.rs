@@ -25,6 +25,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use sqlmcp::auth::ToolScopes;
+use sqlmcp::caller::{Caller, CallerId, Principal};
 use sqlmcp::server::PROTOCOL_VERSIONS;
 use sqlmcp::server::cache_hints::{CALLERS_LIST, SHARED_UNTIL_RESTART};
 
@@ -406,11 +408,15 @@ const FIXTURE: &str = "calls a fixture tool of the suite's reference server (tes
                        official clients";
 const NO_CLIENT_INPUT: &str = "needs a tool that asks the client for input (sampling, elicitation, \
                                roots): no sqlmcp tool does";
-const RESOURCES: &str = "until resources/prompts/completions land (resources)";
+const NO_SUBSCRIPTIONS: &str = "sqlmcp's resources change only with the rows or a new build, and \
+                                it declares no subscriptions (a stateless server has no one to \
+                                notify)";
+const FIXTURE_RESOURCE: &str = "reads a fixture resource of the suite's reference server \
+                                (test://…); tests/api/resources.rs reads sqlmcp's own through a \
+                                real client";
 const FIXTURE_PROMPT: &str = "gets a fixture prompt of the suite's reference server (test_*); \
                               tests/api/prompts.rs gets sqlmcp's own prompts through a real \
                               client";
-const COMPLETIONS: &str = "until resources/prompts/completions land (completions)";
 const LOGGING: &str = "sqlmcp declares no logging capability (its logs are its own; MCP logging \
                        is deprecated in 2026-07-28, SEP-2577)";
 const EXTENSION: &str = "an extension sqlmcp does not declare (tasks, skills)";
@@ -437,7 +443,7 @@ const SCENARIOS: &[(&str, Verdict)] = &[
     ),
     ("logging-set-level", Verdict::Excluded(LOGGING)),
     ("ping", run(BOTH)),
-    ("completion-complete", Verdict::Excluded(COMPLETIONS)),
+    ("completion-complete", Verdict::Excluded(FIXTURE_PROMPT)),
     ("tools-list", run(BOTH)),
     ("tools-call-simple-text", Verdict::Excluded(FIXTURE)),
     ("tools-call-image", Verdict::Excluded(FIXTURE)),
@@ -462,13 +468,16 @@ const SCENARIOS: &[(&str, Verdict)] = &[
         "elicitation-sep1330-enums",
         Verdict::Excluded(NO_CLIENT_INPUT),
     ),
-    ("resources-list", Verdict::Excluded(RESOURCES)),
-    ("resources-read-text", Verdict::Excluded(RESOURCES)),
-    ("resources-read-binary", Verdict::Excluded(RESOURCES)),
-    ("resources-templates-read", Verdict::Excluded(RESOURCES)),
-    ("resources-subscribe", Verdict::Excluded(RESOURCES)),
-    ("resources-unsubscribe", Verdict::Excluded(RESOURCES)),
-    ("sep-2164-resource-not-found", Verdict::Excluded(RESOURCES)),
+    ("resources-list", run(BOTH)),
+    ("resources-read-text", Verdict::Excluded(FIXTURE_RESOURCE)),
+    ("resources-read-binary", Verdict::Excluded(FIXTURE_RESOURCE)),
+    (
+        "resources-templates-read",
+        Verdict::Excluded(FIXTURE_RESOURCE),
+    ),
+    ("resources-subscribe", Verdict::Excluded(NO_SUBSCRIPTIONS)),
+    ("resources-unsubscribe", Verdict::Excluded(NO_SUBSCRIPTIONS)),
+    ("sep-2164-resource-not-found", run(BOTH)),
     ("sep-2640-skills-directory", Verdict::Excluded(EXTENSION)),
     ("sep-2640-skills-enumeration", Verdict::Excluded(EXTENSION)),
     ("sep-2640-skills-manifest", Verdict::Excluded(EXTENSION)),
@@ -481,16 +490,7 @@ const SCENARIOS: &[(&str, Verdict)] = &[
     ),
     ("prompts-get-with-image", Verdict::Excluded(FIXTURE_PROMPT)),
     ("dns-rebinding-protection", run(BOTH)),
-    (
-        "caching",
-        Verdict::Run {
-            modes: BOTH,
-            known: &[
-                ("sep-2549-resources-list-caching-hints", RESOURCES),
-                ("sep-2549-resources-templates-list-caching-hints", RESOURCES),
-            ],
-        },
-    ),
+    ("caching", run(BOTH)),
     ("http-header-validation", run(BOTH)),
     (
         "http-custom-header-server-validation",
@@ -740,14 +740,29 @@ async fn conformance(mode: Mode, url: &str) {
 
 #[tokio::test]
 async fn the_conformance_suite_passes_every_scenario_that_applies_stateless() {
-    let app = spawn_app().await;
+    let app = conformance_server(false).await;
     conformance(Mode::Stateless, &app.url).await;
     app.stop().await.unwrap();
 }
 
 #[tokio::test]
 async fn the_conformance_suite_passes_every_scenario_that_applies_with_sessions() {
-    let app = spawn_app_with(Arc::new(TestDb::seeded().await), |s| s.sessions = true).await;
+    let app = conformance_server(true).await;
     conformance(Mode::Sessions, &app.url).await;
     app.stop().await.unwrap();
+}
+
+/// The suite sends no identity, so its server names a default caller (the
+/// Seattle manager, as an operator could with `--default-caller`): reads
+/// and completions then run as someone, under row-level security.
+async fn conformance_server(sessions: bool) -> TestApp {
+    spawn_app_with(Arc::new(TestDb::seeded().await), |s| {
+        s.sessions = sessions;
+        s.default_caller = Some(Caller::by_id(
+            CallerId::for_tests(SEATTLE),
+            Principal::Default,
+            ToolScopes::new(&[]).unwrap().every_scope(),
+        ));
+    })
+    .await
 }

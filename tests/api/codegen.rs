@@ -42,13 +42,23 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-pub struct Workspace {
-    pub root: PathBuf,
+/// Held by each test that builds a copy of the workspace: they share its
+/// target directory, and a live build's scratch database would show up in
+/// another test's count of them.
+pub(crate) static WORKSPACE_BUILDS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub(crate) struct Workspace {
+    pub(crate) root: PathBuf,
 }
 
 impl Workspace {
     fn copy() -> Workspace {
-        let root = std::env::temp_dir().join(format!("sqlmcp-workspace-{}", std::process::id()));
+        Workspace::copy_as("workspace")
+    }
+
+    /// A copy of the workspace in a temporary directory named by `tag`.
+    pub(crate) fn copy_as(tag: &str) -> Workspace {
+        let root = std::env::temp_dir().join(format!("sqlmcp-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
         for path in COPIED {
             copy_tree(&Path::new(REPOSITORY).join(path), &root.join(path));
@@ -74,7 +84,17 @@ impl Workspace {
     /// of the workspace compile through clippy with warnings denied, so the
     /// generated code is held to the project's lints in the same build. The
     /// target directory is kept between runs, so only the first one is slow.
-    pub fn build(&self, codegen_url: Option<&str>) -> Output {
+    pub(crate) fn build(&self, codegen_url: Option<&str>) -> Output {
+        self.cargo_build(&["-p", "sqlmcp", "--bin", "sqlmcp"], codegen_url)
+    }
+
+    /// The build of the `sqlmcp-codegen` crate alone: its build script
+    /// checks `queries/`, and refuses what it cannot generate.
+    pub(crate) fn build_codegen(&self, codegen_url: &str) -> Output {
+        self.cargo_build(&["-p", "sqlmcp-codegen"], Some(codegen_url))
+    }
+
+    fn cargo_build(&self, packages: &[&str], codegen_url: Option<&str>) -> Output {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let clippy_driver = Path::new(&cargo).with_file_name("clippy-driver");
         let clippy_driver = if clippy_driver.exists() {
@@ -85,9 +105,8 @@ impl Workspace {
         let mut command = Command::new(&cargo);
         command
             .current_dir(&self.root)
-            .args([
-                "build", "--locked", "--quiet", "-p", "sqlmcp", "--bin", "sqlmcp",
-            ])
+            .args(["build", "--locked", "--quiet"])
+            .args(packages)
             .env(
                 "CARGO_TARGET_DIR",
                 Path::new(REPOSITORY).join("target/workspace-copy"),
@@ -140,6 +159,7 @@ impl Drop for Workspace {
 
 #[tokio::test]
 async fn a_new_sql_file_becomes_a_typed_tool_and_mistakes_fail_the_build_clearly() {
+    let _alone = WORKSPACE_BUILDS.lock().await;
     let url = crate::helpers::url_of(&admin_config());
     let workspace = Workspace::copy();
     let fixture =

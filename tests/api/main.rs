@@ -20,6 +20,7 @@ mod oauth;
 mod prompts;
 mod rate_limits;
 mod raw_sql;
+mod resources;
 mod result_cache;
 mod rls;
 mod round_trips;

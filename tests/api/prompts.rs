@@ -403,8 +403,8 @@ async fn scopes_decide_which_prompts_a_caller_is_offered() {
 }
 
 #[test]
-fn the_markdown_tool_list_lists_the_prompts_with_their_arguments() {
-    let output = crate::helpers::sqlmcp(&["tools", "--markdown"], &[]);
+fn the_markdown_catalogue_lists_the_prompts_with_their_arguments() {
+    let output = crate::helpers::sqlmcp(&["catalogue", "--markdown"], &[]);
     assert!(output.status.success(), "{}", stderr(&output));
     let markdown = crate::helpers::stdout(&output);
     assert!(

@@ -11,6 +11,7 @@
 
 pub mod prompt_file;
 pub mod query_file;
+pub mod uri_template;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,7 +33,19 @@ pub struct Catalogue {
     /// The prompts of `prompts/*.md`, in name order ([`prompt_file`]).
     #[serde(default)]
     pub prompts: Vec<Prompt>,
+    /// The tables and views of the `retail` schema as the migrations make
+    /// them (`retail.orders`), in name order: each is served as a resource
+    /// under [`TABLE_RESOURCES`].
+    #[serde(default)]
+    pub tables: Vec<String>,
 }
+
+/// Where the resources the server makes itself live: a table of the
+/// `retail` schema (`zava://tables/retail.orders`) and the text of a query
+/// file (`zava://queries/top_products.sql`). No `--@ resource` template may
+/// start so.
+pub const TABLE_RESOURCES: &str = "zava://tables/";
+pub const QUERY_RESOURCES: &str = "zava://queries/";
 
 /// One query, served as one tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +62,47 @@ pub struct Query {
     /// Vector parameters filled by embedding a text argument.
     pub embeds: Vec<Embed>,
     pub columns: Vec<Column>,
+    /// Served as a tool; `false` for a file marked `--@ resource-only`,
+    /// which only its resource template reads.
+    #[serde(default = "served_as_a_tool")]
+    pub tool: bool,
+    /// `--@ resource`: the resource template that reads this query.
+    #[serde(default)]
+    pub resource: Option<ResourceTemplate>,
+}
+
+fn served_as_a_tool() -> bool {
+    true
+}
+
+/// A resource template (MCP `resources/templates/list`): reading one of its
+/// URIs calls the query with the arguments its variables hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceTemplate {
+    /// RFC 6570 simple expansion only ([`uri_template::UriTemplate`]).
+    pub uri_template: String,
+    /// The line of the `--@ resource` directive in the query's file.
+    pub line: usize,
+    /// What a read answers; `None`: the query's description says it.
+    pub description: Option<String>,
+    /// One per `{variable}`, in the template's order.
+    pub variables: Vec<TemplateVariable>,
+}
+
+/// One `{variable}` of a resource template.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateVariable {
+    /// The query's argument it fills: a parameter, or the text of an
+    /// `--@ embed`.
+    pub name: String,
+    /// The PostgreSQL type of that argument (`text` for an embedded text):
+    /// how the text in the URI becomes the argument's JSON value.
+    pub pg_type: String,
+    /// What `completion/complete` offers for it: `--@ complete`, or the
+    /// parameter's `enum=`.
+    pub completion: Option<CompletionSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,6 +152,12 @@ pub enum CompletionSource {
     /// the typed text and whose one column is text. Checked against the
     /// schema at build time; run under the caller's identity, so row-level
     /// security decides which values a caller is offered.
+    ///
+    /// `:prefix` arrives as a LIKE pattern that matches the typed text
+    /// literally (`\`, `%` and `_` escaped with `\`), so the SQL compares
+    /// with `LIKE :prefix || '%'` (or ILIKE) and a typed `%` is no
+    /// wildcard. The server reads at most 101 rows (MCP offers 100, the
+    /// 101st says there are more), so the SQL should not LIMIT them itself.
     Query {
         sql: String,
         /// The declaring file, relative to the workspace root.
@@ -105,6 +165,24 @@ pub enum CompletionSource {
         /// The 1-based line of the declaration in `file`.
         line: usize,
     },
+}
+
+impl CompletionSource {
+    /// A query source from SQL as written, with `:prefix`: numbered, and
+    /// checked to read only, to take no parameter but `:prefix` and to
+    /// compare with LIKE (see [`query_file::completion_sql`]). `file` and
+    /// `line` name the declaration, for the build's errors.
+    pub fn query(
+        sql: &str,
+        file: &str,
+        line: usize,
+    ) -> Result<CompletionSource, query_file::FileError> {
+        Ok(CompletionSource::Query {
+            sql: query_file::completion_sql(sql, line)?,
+            file: file.to_owned(),
+            line,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

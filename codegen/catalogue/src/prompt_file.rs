@@ -40,7 +40,7 @@ use std::ops::Range;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::query_file::{FileError, is_identifier, number_params};
+use crate::query_file::{FileError, is_identifier};
 use crate::{ArgumentKind, CompletionSource, Prompt, PromptArgument, capitalised};
 
 fn error<T>(line: usize, message: impl Into<String>) -> Result<T, FileError> {
@@ -406,37 +406,9 @@ fn completion_query(
     line_of: &impl Fn(Range<usize>) -> usize,
 ) -> Result<CompletionSource, FileError> {
     let line = line_of(complete.span());
-    let numbered = number_params(complete.get_ref(), line).map_err(|err| FileError {
+    CompletionSource::query(complete.get_ref(), file, line).map_err(|err| FileError {
         message: format!("argument `{argument}`: `complete`: {}", err.message),
         ..err
-    })?;
-    if numbered.text.trim().is_empty() {
-        return error(
-            line,
-            format!("argument `{argument}`: `complete` holds no SQL"),
-        );
-    }
-    if numbered.names != ["prefix"] {
-        let found = match numbered.names.as_slice() {
-            [] => "none".to_owned(),
-            names => names
-                .iter()
-                .map(|n| format!(":{n}"))
-                .collect::<Vec<_>>()
-                .join(", "),
-        };
-        return error(
-            line,
-            format!(
-                "argument `{argument}`: the `complete` query takes one parameter, `:prefix` (the text \
-                 typed so far), and no other; found {found}"
-            ),
-        );
-    }
-    Ok(CompletionSource::Query {
-        sql: numbered.text,
-        file: file.to_owned(),
-        line,
     })
 }
 

@@ -11,12 +11,24 @@
 //! --@ embed query_embedding from query_description "What to look for" model=model_id dims=384 vectors=retail.product_description_embeddings
 //! SELECT ...
 //! ```
+//!
+//! A query may also be read as a resource template, whose variables are
+//! its arguments, with completions for them; and a file may serve only
+//! that template, not a tool:
+//!
+//! ```sql
+//! --@ resource zava://stores/{store_id}/summary "One store at a glance"
+//! --@ resource-only
+//! --@ complete store_id "SELECT store_id::text FROM retail.stores WHERE store_id::text LIKE :prefix || '%'"
+//! --@ complete rank_by ["revenue", "units"]
+//! ```
 
 use std::fmt;
 
 use serde_json::Value;
 
 use crate::Embed;
+use crate::uri_template::UriTemplate;
 
 #[derive(Debug)]
 pub struct QueryFile {
@@ -35,6 +47,40 @@ pub struct QueryFile {
     pub bind_param_lines: Vec<usize>,
     /// 1-based line of the file where the SQL starts.
     pub sql_line: usize,
+    /// `--@ resource <URI template>`.
+    pub resource: Option<ResourceDirective>,
+    /// The line of `--@ resource-only`: the file serves no tool.
+    pub resource_only: Option<usize>,
+    /// `--@ complete` lines, each for a variable of the template.
+    pub completions: Vec<CompleteDirective>,
+}
+
+/// A `--@ resource <URI template> ["<description>"]` line.
+#[derive(Debug)]
+pub struct ResourceDirective {
+    pub line: usize,
+    pub template: UriTemplate,
+    /// What a read answers, when it says less than the tool does (without
+    /// one, the `---` description serves).
+    pub description: Option<String>,
+}
+
+/// A `--@ complete <variable> <source>` line.
+#[derive(Debug)]
+pub struct CompleteDirective {
+    pub line: usize,
+    pub name: String,
+    pub declared: Declared,
+}
+
+/// What a `--@ complete` line offers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Declared {
+    /// `["a", "b"]`
+    Values(Vec<String>),
+    /// `"SELECT … LIKE :prefix || '%'"`, as written (checked by
+    /// [`completion_sql`]).
+    Query(String),
 }
 
 #[derive(Debug)]
@@ -116,6 +162,9 @@ pub fn parse(text: &str) -> Result<QueryFile, FileError> {
     let mut title = None;
     let mut params = Vec::new();
     let mut embeds = Vec::new();
+    let mut resource: Option<ResourceDirective> = None;
+    let mut resource_only = None;
+    let mut completions: Vec<CompleteDirective> = Vec::new();
     let mut index = start + 1;
     while index < lines.len() {
         let line = lines[index].trim_start();
@@ -129,13 +178,35 @@ pub fn parse(text: &str) -> Result<QueryFile, FileError> {
                 "title" if !args.trim().is_empty() => title = Some(args.trim().to_owned()),
                 "param" => params.push(parse_param(args, line_no)?),
                 "embed" => embeds.push(parse_embed(args, line_no)?),
+                "resource" => {
+                    if resource.is_some() {
+                        return error(
+                            line_no,
+                            "a second `--@ resource`; a file serves one resource template",
+                        );
+                    }
+                    resource = Some(parse_resource(args, line_no)?);
+                }
+                "resource-only" if args.trim().is_empty() => resource_only = Some(line_no),
+                "complete" => {
+                    let directive = parse_complete(args, line_no)?;
+                    if completions.iter().any(|c| c.name == directive.name) {
+                        return error(
+                            line_no,
+                            format!("a second `--@ complete {}`", directive.name),
+                        );
+                    }
+                    completions.push(directive);
+                }
                 _ => {
                     return error(
                         line_no,
                         format!(
                             "unknown directive `--@ {rest}`; expected `--@ title <text>`, \
-                             `--@ param <name> \"<description>\" [default=…] [min=…] [max=…] [enum=[…]]` \
-                             or `--@ embed <vector param> from <text argument> \"<description>\" [model=<param>]`"
+                             `--@ param <name> \"<description>\" [default=…] [min=…] [max=…] [enum=[…]]`, \
+                             `--@ embed <vector param> from <text argument> \"<description>\" [model=<param>]`, \
+                             `--@ resource <URI template> [\"<description>\"]`, `--@ resource-only` \
+                             or `--@ complete <variable> \"<SQL with :prefix>\"|[\"<value>\", …]`"
                         ),
                     );
                 }
@@ -154,6 +225,7 @@ pub fn parse(text: &str) -> Result<QueryFile, FileError> {
         return error(sql_line, format!("query `{name}` has no SQL"));
     }
     check_read_only(&numbered.text, sql_line)?;
+    check_resource_directives(resource.as_ref(), resource_only, &completions)?;
     Ok(QueryFile {
         name,
         nullable_params,
@@ -166,7 +238,176 @@ pub fn parse(text: &str) -> Result<QueryFile, FileError> {
         bind_params: numbered.names,
         bind_param_lines: numbered.lines,
         sql_line,
+        resource,
+        resource_only,
+        completions,
     })
+}
+
+/// `--@ resource-only` and `--@ complete` go with a `--@ resource`, and
+/// each `--@ complete` names one of its variables.
+fn check_resource_directives(
+    resource: Option<&ResourceDirective>,
+    resource_only: Option<usize>,
+    completions: &[CompleteDirective],
+) -> Result<(), FileError> {
+    let Some(resource) = resource else {
+        if let Some(line) = resource_only {
+            return error(
+                line,
+                "`--@ resource-only` without a `--@ resource <URI template>`: the file would \
+                 serve nothing",
+            );
+        }
+        if let Some(complete) = completions.first() {
+            return error(
+                complete.line,
+                format!(
+                    "`--@ complete {}` without a `--@ resource <URI template>`: completions are \
+                     offered for the variables of a resource template",
+                    complete.name
+                ),
+            );
+        }
+        return Ok(());
+    };
+    for complete in completions {
+        if !resource.template.variables().any(|v| v == complete.name) {
+            return error(
+                complete.line,
+                format!(
+                    "`--@ complete {}`: `{}` has no variable `{{{}}}` (its variables: {})",
+                    complete.name,
+                    resource.template,
+                    complete.name,
+                    resource.template.variables().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--@ resource zava://stores/{store_id}/summary ["<description>"]`
+fn parse_resource(args: &str, line: usize) -> Result<ResourceDirective, FileError> {
+    let args = args.trim();
+    let (text, description) = match args.find(char::is_whitespace) {
+        Some(end) => {
+            let (description, rest) = leading_string(&args[end..], line, "resource")?;
+            if !rest.trim().is_empty() {
+                return error(
+                    line,
+                    format!(
+                        "unexpected `{}` after the description; expected `--@ resource <URI \
+                         template> [\"<description>\"]`",
+                        rest.trim()
+                    ),
+                );
+            }
+            (&args[..end], Some(description))
+        }
+        None => (args, None),
+    };
+    let template = UriTemplate::parse(text).or_else(|message| error(line, message))?;
+    for reserved in [crate::TABLE_RESOURCES, crate::QUERY_RESOURCES] {
+        if text.starts_with(reserved) {
+            return error(
+                line,
+                format!(
+                    "`{text}`: URIs under {reserved} are the server's own resources; choose \
+                     another path"
+                ),
+            );
+        }
+    }
+    Ok(ResourceDirective {
+        line,
+        template,
+        description,
+    })
+}
+
+/// `--@ complete <variable> "<SQL>"` or `--@ complete <variable> ["a", …]`
+fn parse_complete(args: &str, line: usize) -> Result<CompleteDirective, FileError> {
+    let usage = "expected `--@ complete <variable> \"SELECT … WHERE … LIKE :prefix || '%'\"` \
+                 or `--@ complete <variable> [\"value\", …]`";
+    let args = args.trim_start();
+    let name_end = args.find(char::is_whitespace).unwrap_or(args.len());
+    let name = &args[..name_end];
+    if !is_identifier(name) {
+        return error(line, format!("`{name}` is not a variable name; {usage}"));
+    }
+    let rest = args[name_end..].trim();
+    let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+    let value = match stream.next() {
+        Some(Ok(value)) if rest[stream.byte_offset()..].trim().is_empty() => value,
+        _ => return error(line, format!("complete {name}: {usage}")),
+    };
+    let declared = match value {
+        Value::String(sql) => {
+            completion_sql(&sql, line)?;
+            Declared::Query(sql)
+        }
+        Value::Array(items) if !items.is_empty() => Declared::Values(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(value) => Ok(value),
+                    _ => error(
+                        line,
+                        format!("complete {name}: the values are strings; {usage}"),
+                    ),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => return error(line, format!("complete {name}: {usage}")),
+    };
+    Ok(CompleteDirective {
+        line,
+        name: name.to_owned(),
+        declared,
+    })
+}
+
+/// The SQL of a completion query, with `:prefix` numbered `$1`; `line` is
+/// where it is declared (on one line). Refused: a statement that is not a
+/// query, any parameter but `:prefix`, and a query that does not compare
+/// with LIKE or ILIKE (`:prefix` arrives escaped for LIKE).
+pub fn completion_sql(sql: &str, line: usize) -> Result<String, FileError> {
+    let numbered = number_params(sql, line)?;
+    if numbered.text.trim().is_empty() {
+        return error(line, "the completion query is empty");
+    }
+    if numbered.names != ["prefix"] {
+        let found = match numbered.names.as_slice() {
+            [] => "none".to_owned(),
+            names => names
+                .iter()
+                .map(|n| format!(":{n}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        };
+        return error(
+            line,
+            format!(
+                "a completion query takes one parameter, :prefix (what the user typed so far); \
+                 found {found}"
+            ),
+        );
+    }
+    check_read_only(&numbered.text, line)?;
+    if !tokens(&numbered.text)
+        .iter()
+        .any(|(_, word)| word == "like" || word == "ilike")
+    {
+        return error(
+            line,
+            "a completion query compares with `LIKE :prefix || '%'` (or ILIKE): :prefix arrives \
+             as a LIKE pattern with `\\`, `%` and `_` escaped, so what a user types is never a \
+             wildcard",
+        );
+    }
+    Ok(numbered.text)
 }
 
 /// `--! name (a?, b) : (c?)`

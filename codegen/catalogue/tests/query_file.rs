@@ -1,7 +1,8 @@
 //! The `.sql` reader of the build script, on its own.
 
 use serde_json::json;
-use sqlmcp_catalogue::query_file::{number_params, parse};
+use sqlmcp_catalogue::CompletionSource;
+use sqlmcp_catalogue::query_file::{Declared, number_params, parse};
 
 #[test]
 fn reads_annotation_docs_directives_and_numbers_params_like_cornucopia() {
@@ -155,6 +156,137 @@ fn errors_name_the_line_and_the_rule() {
     ];
     for (file, expected) in cases {
         let err = parse(file).unwrap_err().to_string();
+        assert!(err.contains(expected), "{file:?}: {err}");
+    }
+}
+
+#[test]
+fn reads_resource_templates_and_their_completions() {
+    let file = "\
+--! store_summary
+--- One store.
+--@ resource zava://stores/{store_id}/summary
+--@ resource-only
+--@ complete store_id \"SELECT store_id::text FROM retail.stores WHERE store_id::text LIKE :prefix || '%' -- ends here\"
+SELECT :store_id::int AS store_id;
+";
+    let parsed = parse(file).unwrap();
+    let resource = parsed.resource.as_ref().unwrap();
+    assert_eq!(resource.line, 3);
+    assert_eq!(
+        resource.template.as_str(),
+        "zava://stores/{store_id}/summary"
+    );
+    assert_eq!(parsed.resource_only, Some(4));
+    assert_eq!(parsed.completions.len(), 1);
+    assert_eq!(parsed.completions[0].line, 5);
+    assert_eq!(parsed.completions[0].name, "store_id");
+    assert!(
+        matches!(&parsed.completions[0].declared, Declared::Query(sql) if sql.contains(":prefix"))
+    );
+
+    let values = parse(
+        "--! top\n--- Top.\n--@ resource zava://top/{rank_by} \"The best, ranked.\"\n--@ complete rank_by [\"revenue\", \"units\"]\nSELECT :rank_by AS r",
+    )
+    .unwrap();
+    assert_eq!(values.resource_only, None);
+    let resource = values.resource.as_ref().unwrap();
+    assert_eq!(resource.description.as_deref(), Some("The best, ranked."));
+    assert_eq!(resource.template.as_str(), "zava://top/{rank_by}");
+    assert_eq!(parsed.resource.as_ref().unwrap().description, None);
+    assert_eq!(
+        values.completions[0].declared,
+        Declared::Values(vec!["revenue".into(), "units".into()])
+    );
+
+    let source = CompletionSource::query(
+        "SELECT sku FROM retail.products WHERE sku ILIKE :prefix || '%' AND sku <> ':x'",
+        "queries/p.sql",
+        7,
+    )
+    .unwrap();
+    assert_eq!(
+        source,
+        CompletionSource::Query {
+            sql: "SELECT sku FROM retail.products WHERE sku ILIKE $1 || '%' AND sku <> ':x'".into(),
+            file: "queries/p.sql".into(),
+            line: 7,
+        }
+    );
+}
+
+#[test]
+fn resource_directives_that_cannot_work_are_refused_with_their_line() {
+    let head = "--! q\n--- Q.\n";
+    let cases = [
+        (
+            "--@ resource stores/{id}\nSELECT :id AS id",
+            "line 3: `stores/{id}` does not start with a scheme",
+        ),
+        (
+            "--@ resource zava://stores/{+id}\nSELECT :id AS id",
+            "line 3: `zava://stores/{+id}`: `{+id}` is not a variable",
+        ),
+        (
+            "--@ resource zava://tables/{id}\nSELECT :id AS id",
+            "line 3: `zava://tables/{id}`: URIs under zava://tables/ are the server's own",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ resource zava://b/{id}\nSELECT :id AS id",
+            "line 4: a second `--@ resource`",
+        ),
+        (
+            "--@ resource-only\nSELECT 1 AS one",
+            "line 3: `--@ resource-only` without a `--@ resource",
+        ),
+        (
+            "--@ complete id [\"1\"]\nSELECT :id AS id",
+            "line 3: `--@ complete id` without a `--@ resource",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete ids [\"1\"]\nSELECT :id AS id",
+            "line 4: `--@ complete ids`: `zava://a/{id}` has no variable `{ids}` (its variables: id)",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete id [\"1\"]\n--@ complete id [\"2\"]\nSELECT :id AS id",
+            "line 5: a second `--@ complete id`",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete id []\nSELECT :id AS id",
+            "line 4: complete id: expected",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete id [1, 2]\nSELECT :id AS id",
+            "line 4: complete id: the values are strings",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete id \"SELECT x FROM t WHERE x LIKE :typed\"\nSELECT :id AS id",
+            "line 4: a completion query takes one parameter, :prefix (what the user typed so far); found :typed",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete id \"SELECT x FROM t WHERE starts_with(x, :prefix)\"\nSELECT :id AS id",
+            "line 4: a completion query compares with `LIKE :prefix || '%'`",
+        ),
+        (
+            "--@ resource zava://a/{id}\n--@ complete id \"DELETE FROM t WHERE x LIKE :prefix RETURNING x\"\nSELECT :id AS id",
+            "line 4: a `DELETE` statement",
+        ),
+        (
+            "--@ resource zava://a/{id} \"d\" extra\nSELECT :id AS id",
+            "line 3: unexpected `extra` after the description",
+        ),
+        (
+            "--@ resource zava://a/{id} no quotes\nSELECT :id AS id",
+            "line 3: resource: expected a description in double quotes",
+        ),
+        (
+            "--@ resource-only please\nSELECT 1 AS one",
+            "line 3: unknown directive `--@ resource-only please`",
+        ),
+    ];
+    for (tail, expected) in cases {
+        let file = format!("{head}{tail}");
+        let err = parse(&file).unwrap_err().to_string();
         assert!(err.contains(expected), "{file:?}: {err}");
     }
 }
