@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::ClientWrapper;
-use futures_util::TryStreamExt;
+use futures_util::{FutureExt, TryStreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
+use super::progress::Reporter;
 use super::support::parse_arguments;
 use super::{ToolDescriptor, ToolError, ToolOutput};
 use crate::caller::Grant;
@@ -281,6 +282,7 @@ pub async fn call(
     cache: &NamesCache,
     limits: Limits,
     args: Args,
+    progress: Option<&Reporter>,
 ) -> Result<ToolOutput, ToolError> {
     let verdict = cache.check(&**client, &args.postgresql_query).await?;
     run(
@@ -290,6 +292,7 @@ pub async fn call(
         &verdict.sql,
         &verdict.columns,
         limits,
+        progress,
     )
     .await
 }
@@ -314,6 +317,7 @@ pub async fn execute_unchecked_for_tests(
         &unchecked,
         &std::sync::OnceLock::new(),
         limits,
+        None,
     )
     .await
 }
@@ -348,6 +352,7 @@ async fn run(
     sql: &ReadOnlySql,
     columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
+    progress: Option<&Reporter>,
 ) -> Result<ToolOutput, ToolError> {
     let call = db::Call::new(client, statement_cache, db::Settle::Rollback);
     let settled = call
@@ -355,7 +360,7 @@ async fn run(
             grant,
             limits.statement_timeout,
             &settings(limits),
-            fetch(&call, sql, columns, limits),
+            fetch(&call, sql, columns, limits, progress),
         )
         .await;
     super::outcome(settled)
@@ -392,6 +397,7 @@ async fn fetch(
     sql: &ReadOnlySql,
     columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
+    progress: Option<&Reporter>,
 ) -> Result<ToolOutput, ToolError> {
     let client = call.client();
     if sql.is_explain() {
@@ -399,7 +405,13 @@ async fn fetch(
         let described = client.prepare(sql.text()).await.map_err(with_position)?;
         let columns: Arc<[(String, Type)]> = column_types(&described);
         let rows = client.query(&described, &[]).await.map_err(with_position)?;
-        return collect(sql, &columns, rows, limits);
+        let mut collected = Collected::new(sql, &columns, limits);
+        for row in rows {
+            if !collected.push(row)? {
+                break;
+            }
+        }
+        return Ok(collected.finish());
     }
     // PostgreSQL's positions in the bounding query, moved back to the
     // caller's text
@@ -430,14 +442,47 @@ async fn fetch(
         }
     };
     let statement = statement.map_err(|err| with_position_shifted(err, shift))?;
-    let rows: Vec<Row> = call
+    if let Some(progress) = progress {
+        progress.rows_expected(limits.max_rows);
+    }
+    let rows = call
         .query_last(&statement, std::iter::empty::<&str>())
         .await
-        .map_err(|err| with_position_shifted(err, shift))?
-        .try_collect()
-        .await
         .map_err(|err| with_position_shifted(err, shift))?;
-    collect(sql, &columns, rows, limits)
+    // each row is read as it arrives; the rows past a cap (at most one:
+    // the bounding query stops there) are read to the end of the
+    // statement, whose failure is still the call's
+    let mut rows = std::pin::pin!(rows);
+    let mut collected = Collected::new(sql, &columns, limits);
+    let mut open = true;
+    while let Some(row) = next_row(rows.as_mut(), progress, &collected)
+        .await
+        .map_err(|err| with_position_shifted(err, shift))?
+    {
+        if open {
+            open = collected.push(row)?;
+        }
+    }
+    Ok(collected.finish())
+}
+
+/// The next row of `rows`. When it has not arrived yet, and the client
+/// asked for progress, the rows fetched so far are reported first: so
+/// progress moves as PostgreSQL sends rows (it flushes them in blocks of
+/// 8 kB), and the rows that arrive with the end of the statement are
+/// reported once, as the row count.
+async fn next_row(
+    mut rows: std::pin::Pin<&mut tokio_postgres::RowStream>,
+    progress: Option<&Reporter>,
+    collected: &Collected<'_>,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    if let Some(progress) = progress {
+        if let Some(ready) = rows.try_next().now_or_never() {
+            return ready;
+        }
+        progress.rows_fetched(collected.len(), collected.limits.max_rows);
+    }
+    rows.try_next().await
 }
 
 fn column_types(statement: &tokio_postgres::Statement) -> Arc<[(String, Type)]> {
@@ -448,30 +493,54 @@ fn column_types(statement: &tokio_postgres::Statement) -> Arc<[(String, Type)]> 
         .collect()
 }
 
-/// The rows as the tool returns them, within the caps.
-fn collect(
-    sql: &ReadOnlySql,
-    columns: &[(String, Type)],
-    rows: Vec<Row>,
+/// The rows as the tool returns them, within the caps, taken one at a time
+/// as they arrive.
+struct Collected<'a> {
+    sql: &'a ReadOnlySql,
+    columns: &'a [(String, Type)],
     limits: Limits,
-) -> Result<ToolOutput, ToolError> {
-    let mut values: Vec<Value> = Vec::with_capacity(rows.len().min(limits.max_rows));
-    let mut bytes = 0usize;
-    let mut truncated = false;
-    for row in rows {
-        if values.len() == limits.max_rows {
-            truncated = true;
-            break;
+    values: Vec<Value>,
+    bytes: usize,
+    truncated: bool,
+}
+
+impl<'a> Collected<'a> {
+    fn new(sql: &'a ReadOnlySql, columns: &'a [(String, Type)], limits: Limits) -> Collected<'a> {
+        Collected {
+            sql,
+            columns,
+            limits,
+            values: Vec::new(),
+            bytes: 0,
+            truncated: false,
         }
-        let row = if sql.is_explain() {
+    }
+
+    /// Rows kept so far.
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Keeps `row` if it is within the caps; false once a cap is reached
+    /// (the result is truncated, and no later row is kept).
+    fn push(&mut self, row: Row) -> Result<bool, ToolError> {
+        if self.values.len() == self.limits.max_rows {
+            self.truncated = true;
+            return Ok(false);
+        }
+        let row = if self.sql.is_explain() {
             // text, one line a row; or one JSON document (FORMAT JSON)
-            let plan = if columns.first().is_some_and(|(_, ty)| *ty == Type::JSON) {
+            let plan = if self
+                .columns
+                .first()
+                .is_some_and(|(_, ty)| *ty == Type::JSON)
+            {
                 row.try_get::<_, Value>(0)
             } else {
                 row.try_get::<_, String>(0).map(Value::String)
             }
             .map_err(ToolError::from_database)?;
-            bytes += plan.to_string().len();
+            self.bytes += plan.to_string().len();
             Value::Array(vec![plan])
         } else {
             match row
@@ -479,26 +548,31 @@ fn collect(
                 .map_err(ToolError::from_database)?
             {
                 Some(text) => {
-                    bytes += text.len();
-                    Value::Array(row_values(&text, columns)?)
+                    self.bytes += text.len();
+                    Value::Array(row_values(&text, self.columns)?)
                 }
                 None => {
-                    truncated = true;
-                    break;
+                    self.truncated = true;
+                    return Ok(false);
                 }
             }
         };
-        if bytes > limits.max_bytes {
-            truncated = true;
-            break;
+        if self.bytes > self.limits.max_bytes {
+            self.truncated = true;
+            return Ok(false);
         }
-        values.push(row);
+        self.values.push(row);
+        Ok(true)
     }
-    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
-    Ok(ToolOutput {
-        structured: json!({ "c": names, "r": values, "n": values.len(), "truncated": truncated }),
-        visible: None,
-    })
+
+    fn finish(self) -> ToolOutput {
+        let names: Vec<&str> = self.columns.iter().map(|(name, _)| name.as_str()).collect();
+        let n = self.values.len();
+        ToolOutput {
+            structured: json!({ "c": names, "r": self.values, "n": n, "truncated": self.truncated }),
+            visible: None,
+        }
+    }
 }
 
 /// The values of a `row_to_json` object, in column order (duplicate names

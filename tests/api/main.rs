@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod cancellation;
 mod codegen;
 mod edge;
 mod embeddings;
