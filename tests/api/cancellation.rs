@@ -52,14 +52,16 @@ const PACED: &str = "SELECT g AS n, repeat(md5(repeat(g::text, 500000)), 30) AS 
                      FROM generate_series(1, 200) AS g";
 const PACED_ROWS: u64 = 200;
 
-/// The server's bounds in these tests: raw SQL stops after 4 s, and one
-/// pooled connection, so every call after a cancelled one needs the
-/// connection the pool makes anew.
-const SERVER_ARGS: [&str; 6] = [
+/// The server's bounds in these tests: raw SQL stops after 4 s, a curated
+/// tool's statement after 1 s, and one pooled connection, so every call
+/// after a cancelled one needs the connection the pool makes anew.
+const SERVER_ARGS: [&str; 8] = [
     "--embedding-provider",
     "none",
     "--sql-timeout-ms",
     "4000",
+    "--statement-timeout-ms",
+    "1000",
     "--pool-size",
     "1",
 ];
@@ -369,11 +371,16 @@ async fn cancel_a_running_call(client: &Client, backends: &Backends, marker: &st
 
 /// `sqlmcp_cancelled_calls_total` of raw SQL for `reason`, from `metrics`.
 async fn cancelled_total(metrics: &str, reason: &str) -> u64 {
+    cancelled_calls(metrics, RAW_SQL, reason).await
+}
+
+/// `sqlmcp_cancelled_calls_total` of `tool` for `reason`, from `metrics`.
+async fn cancelled_calls(metrics: &str, tool: &str, reason: &str) -> u64 {
     let exposition = reqwest::get(metrics).await.unwrap().text().await.unwrap();
     exposition
         .lines()
         .filter(|line| line.starts_with("sqlmcp_cancelled_calls_total{"))
-        .filter(|line| line.contains(&format!("tool=\"{RAW_SQL}\"")))
+        .filter(|line| line.contains(&format!("tool=\"{tool}\"")))
         .filter(|line| line.contains(&format!("reason=\"{reason}\"")))
         .map(|line| line.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum()
@@ -547,6 +554,10 @@ fn sse_messages(body: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Stateless HTTP: progress comes as an SSE answer, only to a call with a
+/// token; a request closed mid-call (by hand, in JSON or SSE, and by rmcp's
+/// client on MCP 2026-07-28) frees its backend and counts as `disconnect`;
+/// a deadline counts as `deadline`.
 #[tokio::test]
 async fn over_stateless_http_a_dropped_request_frees_its_backend_and_progress_comes_as_sse() {
     let db = TestDb::seeded().await;
@@ -651,6 +662,33 @@ async fn over_stateless_http_a_dropped_request_frees_its_backend_and_progress_co
 
     assert_eq!(cancelled_total(&metrics, "disconnect").await, before + 3);
     assert_eq!(cancelled_total(&metrics, "client").await, 0);
+
+    // a deadline is counted too: a curated call waits for a locked table
+    // past its 1 s statement timeout
+    let lock = TableLock::take(&db, "retail.stores").await;
+    let answer: Value = reqwest::Client::new()
+        .post(&url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("x-rls-user-id", REDMOND)
+        .body(
+            json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call",
+                   "params": {"name": "store_performance", "arguments": {}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    lock.release().await;
+    assert_eq!(answer["result"]["isError"], true, "{answer}");
+    assert!(answer.to_string().contains("statement timeout"), "{answer}");
+    assert_eq!(
+        cancelled_calls(&metrics, "store_performance", "deadline").await,
+        1
+    );
     server.kill().await;
 }
 
