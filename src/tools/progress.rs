@@ -6,8 +6,9 @@
 //! branch.
 //!
 //! What the numbers count:
-//! - `execute_sales_query`: rows fetched so far, of at most the row cap;
-//!   the last report is the row count returned, of itself.
+//! - `execute_sales_query`: rows fetched so far (within the caps), of at
+//!   most the row cap; the last report is the row count returned, of
+//!   itself.
 //! - the other tools: steps. "query sent" (1 of 2), then the row count (2
 //!   of 2); a tool that embeds its text first reports "embedding the query"
 //!   (1 of 3), "query embedded; searching" (2 of 3), then the row count.

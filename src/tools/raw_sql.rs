@@ -405,13 +405,7 @@ async fn fetch(
         let described = client.prepare(sql.text()).await.map_err(with_position)?;
         let columns: Arc<[(String, Type)]> = column_types(&described);
         let rows = client.query(&described, &[]).await.map_err(with_position)?;
-        let mut collected = Collected::new(sql, &columns, limits);
-        for row in rows {
-            if !collected.push(row)? {
-                break;
-            }
-        }
-        return Ok(collected.finish());
+        return collect(sql, &columns, rows, limits);
     }
     // PostgreSQL's positions in the bounding query, moved back to the
     // caller's text
@@ -449,40 +443,53 @@ async fn fetch(
         .query_last(&statement, std::iter::empty::<&str>())
         .await
         .map_err(|err| with_position_shifted(err, shift))?;
-    // each row is read as it arrives; the rows past a cap (at most one:
-    // the bounding query stops there) are read to the end of the
-    // statement, whose failure is still the call's
-    let mut rows = std::pin::pin!(rows);
-    let mut collected = Collected::new(sql, &columns, limits);
-    let mut open = true;
-    while let Some(row) = next_row(rows.as_mut(), progress, &collected)
-        .await
-        .map_err(|err| with_position_shifted(err, shift))?
-    {
-        if open {
-            open = collected.push(row)?;
-        }
+    let rows: Vec<Row> = match progress {
+        None => rows.try_collect().await,
+        Some(progress) => receive(rows, progress, limits.max_rows).await,
     }
-    Ok(collected.finish())
+    .map_err(|err| with_position_shifted(err, shift))?;
+    collect(sql, &columns, rows, limits)
 }
 
-/// The next row of `rows`. When it has not arrived yet, and the client
-/// asked for progress, the rows fetched so far are reported first: so
-/// progress moves as PostgreSQL sends rows (it flushes them in blocks of
-/// 8 kB), and the rows that arrive with the end of the statement are
-/// reported once, as the row count.
-async fn next_row(
-    mut rows: std::pin::Pin<&mut tokio_postgres::RowStream>,
-    progress: Option<&Reporter>,
-    collected: &Collected<'_>,
-) -> Result<Option<Row>, tokio_postgres::Error> {
-    if let Some(progress) = progress {
-        if let Some(ready) = rows.try_next().now_or_never() {
-            return ready;
+/// The rows of `rows`, reporting how many of them are within the caps
+/// whenever the next has not arrived yet: so progress moves as PostgreSQL
+/// sends rows (it flushes them in blocks of 8 kB), and the rows that come
+/// with the end of the statement are reported once, as the row count. Once
+/// a row past the byte cap has come (the bounding query sends NULLs from
+/// there on), the count is final and reported as such. The rows are only
+/// counted here, and read as fast as before: the statement is not held up
+/// by the reporting.
+async fn receive(
+    rows: tokio_postgres::RowStream,
+    progress: &Reporter,
+    max_rows: usize,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let mut rows = std::pin::pin!(rows);
+    let mut received = Vec::new();
+    let (mut within, mut capped) = (0, false);
+    loop {
+        let next = match rows.try_next().now_or_never() {
+            Some(next) => next,
+            None => {
+                let fetched = within.min(max_rows);
+                if capped {
+                    progress.report(progress.done(true, Some(fetched as u64)));
+                } else if within > 0 {
+                    progress.rows_fetched(fetched, max_rows);
+                }
+                rows.try_next().await
+            }
+        };
+        let Some(row) = next? else {
+            return Ok(received);
+        };
+        match row.try_get::<_, Option<&str>>(0) {
+            Ok(Some(_)) => within += 1,
+            Ok(None) => capped = true,
+            Err(_) => {}
         }
-        progress.rows_fetched(collected.len(), collected.limits.max_rows);
+        received.push(row);
     }
-    rows.try_next().await
 }
 
 fn column_types(statement: &tokio_postgres::Statement) -> Arc<[(String, Type)]> {
@@ -493,54 +500,30 @@ fn column_types(statement: &tokio_postgres::Statement) -> Arc<[(String, Type)]> 
         .collect()
 }
 
-/// The rows as the tool returns them, within the caps, taken one at a time
-/// as they arrive.
-struct Collected<'a> {
-    sql: &'a ReadOnlySql,
-    columns: &'a [(String, Type)],
+/// The rows as the tool returns them, within the caps.
+fn collect(
+    sql: &ReadOnlySql,
+    columns: &[(String, Type)],
+    rows: Vec<Row>,
     limits: Limits,
-    values: Vec<Value>,
-    bytes: usize,
-    truncated: bool,
-}
-
-impl<'a> Collected<'a> {
-    fn new(sql: &'a ReadOnlySql, columns: &'a [(String, Type)], limits: Limits) -> Collected<'a> {
-        Collected {
-            sql,
-            columns,
-            limits,
-            values: Vec::new(),
-            bytes: 0,
-            truncated: false,
+) -> Result<ToolOutput, ToolError> {
+    let mut values: Vec<Value> = Vec::with_capacity(rows.len().min(limits.max_rows));
+    let mut bytes = 0usize;
+    let mut truncated = false;
+    for row in rows {
+        if values.len() == limits.max_rows {
+            truncated = true;
+            break;
         }
-    }
-
-    /// Rows kept so far.
-    fn len(&self) -> usize {
-        self.values.len()
-    }
-
-    /// Keeps `row` if it is within the caps; false once a cap is reached
-    /// (the result is truncated, and no later row is kept).
-    fn push(&mut self, row: Row) -> Result<bool, ToolError> {
-        if self.values.len() == self.limits.max_rows {
-            self.truncated = true;
-            return Ok(false);
-        }
-        let row = if self.sql.is_explain() {
+        let row = if sql.is_explain() {
             // text, one line a row; or one JSON document (FORMAT JSON)
-            let plan = if self
-                .columns
-                .first()
-                .is_some_and(|(_, ty)| *ty == Type::JSON)
-            {
+            let plan = if columns.first().is_some_and(|(_, ty)| *ty == Type::JSON) {
                 row.try_get::<_, Value>(0)
             } else {
                 row.try_get::<_, String>(0).map(Value::String)
             }
             .map_err(ToolError::from_database)?;
-            self.bytes += plan.to_string().len();
+            bytes += plan.to_string().len();
             Value::Array(vec![plan])
         } else {
             match row
@@ -548,31 +531,26 @@ impl<'a> Collected<'a> {
                 .map_err(ToolError::from_database)?
             {
                 Some(text) => {
-                    self.bytes += text.len();
-                    Value::Array(row_values(&text, self.columns)?)
+                    bytes += text.len();
+                    Value::Array(row_values(&text, columns)?)
                 }
                 None => {
-                    self.truncated = true;
-                    return Ok(false);
+                    truncated = true;
+                    break;
                 }
             }
         };
-        if self.bytes > self.limits.max_bytes {
-            self.truncated = true;
-            return Ok(false);
+        if bytes > limits.max_bytes {
+            truncated = true;
+            break;
         }
-        self.values.push(row);
-        Ok(true)
+        values.push(row);
     }
-
-    fn finish(self) -> ToolOutput {
-        let names: Vec<&str> = self.columns.iter().map(|(name, _)| name.as_str()).collect();
-        let n = self.values.len();
-        ToolOutput {
-            structured: json!({ "c": names, "r": self.values, "n": n, "truncated": self.truncated }),
-            visible: None,
-        }
-    }
+    let names: Vec<&str> = columns.iter().map(|(name, _)| name.as_str()).collect();
+    Ok(ToolOutput {
+        structured: json!({ "c": names, "r": values, "n": values.len(), "truncated": truncated }),
+        visible: None,
+    })
 }
 
 /// The values of a `row_to_json` object, in column order (duplicate names

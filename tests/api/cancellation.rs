@@ -764,6 +764,40 @@ async fn over_stdio_only_a_call_with_a_progress_token_hears_progress() {
         .collect();
     assert_rows_progress(&heard, PACED_ROWS);
 
+    // rows past the byte cap (1 MiB: ten rows of 96 kB) are not counted
+    let wide = "SELECT g AS n, repeat(md5(repeat(g::text, 2000000)), 3000) AS h \
+                FROM generate_series(1, 40) AS g";
+    send(json!({"jsonrpc": "2.0", "id": 5, "method": "tools/call", "params": {"name": RAW_SQL, "arguments": {"postgresql_query": wide}, "_meta": {"progressToken": "wide"}}})).await;
+    let with = until_response(5).await;
+    let (answer, notifications) = with.split_last().unwrap();
+    let structured = &answer["result"]["structuredContent"];
+    assert_eq!(
+        (&structured["n"], &structured["truncated"]),
+        (&json!(10), &json!(true))
+    );
+    let counted: Vec<(f64, f64)> = notifications
+        .iter()
+        .map(|n| {
+            let p = &n["params"];
+            (
+                p["progress"].as_f64().unwrap(),
+                p["total"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    // the last is the row count: of itself, or, when the tenth row was
+    // reported before the eleventh showed the cap, of the row cap (progress
+    // may not repeat)
+    assert_eq!(
+        counted.last().map(|(progress, _)| *progress),
+        Some(10.0),
+        "{notifications:?}"
+    );
+    assert!(
+        counted.windows(2).all(|w| w[0].0 < w[1].0),
+        "{notifications:?}"
+    );
+
     // a call answered within 100 ms is answered alone, token or not
     send(json!({"jsonrpc": "2.0", "id": 4, "method": "tools/call", "params": {"name": "store_performance", "arguments": {}, "_meta": {"progressToken": "stores"}}})).await;
     let fast = until_response(4).await;
