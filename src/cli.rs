@@ -192,7 +192,8 @@ struct ServeArgs {
     #[arg(long, env = "SQLMCP_SHUTDOWN_SECONDS", default_value_t = 10)]
     shutdown_seconds: u64,
     /// Serve /metrics on this address instead of the main one (e.g. a
-    /// private interface, 10.0.0.5:9100).
+    /// private interface, 10.0.0.5:9100); with --stdio, the only place it
+    /// is served.
     #[arg(long, env = "SQLMCP_METRICS_BIND")]
     metrics_bind: Option<std::net::SocketAddr>,
     /// /metrics asks for `Authorization: Bearer <token>`. With --auth jwt,

@@ -264,6 +264,7 @@ pub fn error_class(err: &ToolError) -> &'static str {
         ToolError::Unavailable(_) => "unavailable",
         ToolError::NoEmbeddingModel | ToolError::Embedding(_) => "embedding",
         ToolError::Timeout => "timeout",
+        ToolError::Cancelled => "cancelled",
         ToolError::Database(_) => "database",
     }
 }

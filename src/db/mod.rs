@@ -76,8 +76,11 @@ pub enum Interrupted {
 /// stops whatever `statement_timeout` says, so no SQL can extend a call.
 /// The task's result, and with it the connection it holds, is then
 /// dropped: the connection is closed rather than pooled, so that a cancel
-/// arriving late can never hit the next caller's statement. A task that
-/// does not end within [`CANCEL_GRACE`] is aborted.
+/// arriving late can never hit the next caller's statement. While the task
+/// runs on, the cancel request is sent again every [`CANCEL_AGAIN`]: one
+/// that reached the backend before the statement did (a call cancelled
+/// just as it started) is ignored by PostgreSQL. A task that does not end
+/// within [`CANCEL_GRACE`] is aborted.
 pub async fn run_within<T>(
     cancel: tokio_postgres::CancelToken,
     limit: std::time::Duration,
@@ -89,14 +92,28 @@ pub async fn run_within<T>(
         () = tokio::time::sleep(limit) => Interrupted::Deadline,
         () = gone.cancelled() => Interrupted::CallerGone,
     };
-    if let Err(err) = cancel.cancel_query(NoTls).await {
-        tracing::warn!(error = %err, "could not ask PostgreSQL to cancel a call's statement");
-    }
-    if tokio::time::timeout(CANCEL_GRACE, &mut task).await.is_err() {
+    let cancelling = async {
+        loop {
+            if let Err(err) = cancel.cancel_query(NoTls).await {
+                tracing::warn!(error = %err, "could not ask PostgreSQL to cancel a call's statement");
+            }
+            tokio::select! {
+                _ = &mut task => return,
+                () = tokio::time::sleep(CANCEL_AGAIN) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(CANCEL_GRACE, cancelling)
+        .await
+        .is_err()
+    {
         task.abort();
     }
     Err(interrupted)
 }
+
+/// How often [`run_within`] asks again while an interrupted call runs on.
+pub const CANCEL_AGAIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// A connection pool whose callers wait at most `wait` for a connection.
 pub fn pool(

@@ -21,11 +21,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::State;
 use super::cache_hints::{self, Cacheable};
+use super::progress::Progress;
 use super::rate_limit::CallPermit;
 use super::result_cache::{Answer, Lookup};
 use crate::audit;
 use crate::caller::Caller;
 use crate::prompts;
+use crate::tools::progress::Reporter;
 use crate::tools::{self, ToolContext, ToolError};
 use crate::{completion, resources};
 
@@ -77,12 +79,14 @@ impl Handler {
         name: &str,
         arguments: Value,
         gone: &CancellationToken,
+        progress: Option<Arc<Reporter>>,
     ) -> Result<(Answer, Lookup), ToolError> {
         // a cached answer may be awaited by several callers: one going
         // away does not cancel it
         let shared = CancellationToken::new();
+        let progress = progress.as_ref();
         let answer = |arguments, gone| async move {
-            let output = self.call(caller, name, arguments, gone).await?;
+            let output = self.call(caller, name, arguments, gone, progress).await?;
             Ok(Answer {
                 rows: output.rows(),
                 visible: output.visible,
@@ -112,9 +116,15 @@ impl Handler {
         name: &str,
         arguments: Value,
         gone: &CancellationToken,
+        progress: Option<&Arc<Reporter>>,
     ) -> Result<tools::ToolOutput, ToolError> {
         // Validation and embedding first: no connection is held meanwhile.
-        let admitted = tools::admit(name, arguments, &context(&self.state)).await?;
+        let admitted = tools::admit(
+            name,
+            arguments,
+            &context(&self.state, progress.map(|p| &**p)),
+        )
+        .await?;
         if let tools::Admitted::Done(output) = admitted {
             return Ok(output);
         }
@@ -133,6 +143,11 @@ impl Handler {
                 ));
             }
         };
+        // cancelled while it embedded or waited for the connection: the
+        // connection goes back unused
+        if gone.is_cancelled() {
+            return Err(ToolError::Cancelled);
+        }
         // On a task of its own, so that the call ends its transaction
         // however it ends; bounded by one deadline for its whole database
         // part, and cancelled in PostgreSQL when the caller goes away.
@@ -140,10 +155,11 @@ impl Handler {
         let cancel = connection.cancel_token();
         let state = self.state.clone();
         let grant = caller.grant.clone();
+        let progress = progress.cloned();
         let task = tokio::spawn(async move {
             let mut checkout = Checkout(Some(connection));
-            let output =
-                tools::execute(checkout.client(), &grant, admitted, &context(&state)).await;
+            let context = context(&state, progress.as_deref());
+            let output = tools::execute(checkout.client(), &grant, admitted, &context).await;
             (output, checkout)
         });
         match crate::db::run_within(cancel, limit, gone, task).await {
@@ -152,9 +168,7 @@ impl Handler {
                 output
             }
             Err(crate::db::Interrupted::Deadline) => Err(ToolError::Timeout),
-            Err(crate::db::Interrupted::CallerGone) => Err(ToolError::Unavailable(
-                "the call was cancelled: the caller went away".to_owned(),
-            )),
+            Err(crate::db::Interrupted::CallerGone) => Err(ToolError::Cancelled),
             Err(crate::db::Interrupted::Failed) => {
                 tracing::error!("a tool call failed unexpectedly");
                 Err(ToolError::Unavailable(
@@ -213,12 +227,13 @@ impl Handler {
 }
 
 /// What a call may use besides the database.
-fn context(state: &State) -> ToolContext<'_> {
+fn context<'a>(state: &'a State, progress: Option<&'a Reporter>) -> ToolContext<'a> {
     ToolContext {
         embedder: state.embedder.as_deref(),
         schemas: Some(&state.schemas),
         sql_names: Some(&state.sql_names),
         limits: state.limits,
+        progress,
     }
 }
 
@@ -450,7 +465,15 @@ impl Handler {
                 return Called::Refused(result);
             }
         };
-        let outcome = self.answer(&caller, &name, arguments, &context.ct).await;
+        // notifications/progress, only for a call that asked for them
+        let progress = context
+            .meta
+            .get_progress_token()
+            .map(|token| Progress::new(context.peer.clone(), token));
+        let (outcome, progress) = super::progress::run(progress, |reporter| {
+            self.answer(&caller, &name, arguments, &context.ct, reporter)
+        })
+        .await;
         let elapsed = started.elapsed();
         match outcome {
             Ok((
@@ -465,11 +488,25 @@ impl Handler {
                 let cached = lookup == Lookup::Hit;
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
                 audited.ok(&result, rows, cached, visible);
+                if let Some(progress) = progress {
+                    let counts_rows = name == tools::raw_sql::NAME;
+                    progress.send(|last| last.done(counts_rows, rows)).await;
+                }
                 Called::Answered(result)
             }
             Err(err) => {
-                super::metrics::record_call(&name, "error", elapsed);
-                tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, outcome = "error", error = %err, "tool call");
+                let cancelled =
+                    super::progress::cancel_reason(&err, context, &self.state.stopping);
+                let label = if err == ToolError::Cancelled {
+                    "cancelled"
+                } else {
+                    "error"
+                };
+                super::metrics::record_call(&name, label, elapsed);
+                if let Some(reason) = cancelled {
+                    super::metrics::record_cancelled(&name, reason);
+                }
+                tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, outcome = label, error = %err, "tool call");
                 let result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
                 audited.failed(&result, audit::Outcome::Error, audit::error_class(&err));
                 Called::Failed(result, err)

@@ -51,6 +51,13 @@ pub fn record_call(tool: &str, outcome: &'static str, elapsed: Duration) {
         .record(elapsed.as_secs_f64());
 }
 
+/// A call cut short: `reason` is `client`, `disconnect`, `shutdown` or
+/// `deadline` ([`super::progress::cancel_reason`]).
+pub fn record_cancelled(tool: &str, reason: &'static str) {
+    metrics::counter!("sqlmcp_cancelled_calls_total", "tool" => tool.to_owned(), "reason" => reason)
+        .increment(1);
+}
+
 pub fn record_cache_lookup(tool: &str, lookup: super::result_cache::Lookup) {
     let result = match lookup {
         super::result_cache::Lookup::Hit => "hit",

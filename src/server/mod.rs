@@ -17,6 +17,7 @@ pub mod cache_hints;
 mod handler;
 mod http;
 mod metrics;
+mod progress;
 pub mod rate_limit;
 pub mod result_cache;
 mod strict_json;
@@ -114,6 +115,9 @@ pub struct State {
     pub result_cache: Option<result_cache::ResultCache>,
     pub audit: crate::audit::Auditor,
     pub rate_limits: rate_limit::Limiter,
+    /// Cancelled when the server stops serving: calls still running then
+    /// are cancelled too.
+    pub stopping: CancellationToken,
 }
 
 /// Opens the pool and checks the database before anything is served.
@@ -169,6 +173,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),
         audit,
         rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()),
+        stopping: CancellationToken::new(),
     }))
 }
 
@@ -224,7 +229,7 @@ impl Application {
         }
         let state = connect(&settings).await?;
         let listener = listen(settings.bind, "--bind or SQLMCP_BIND").await?;
-        let cancel = CancellationToken::new();
+        let cancel = state.stopping.clone();
         let router = http::router(&settings, state.clone(), cancel.clone());
         let metrics = match settings.metrics.bind {
             Some(address) => Some((
@@ -366,15 +371,25 @@ async fn accept_failed(err: std::io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Serves one client over stdin/stdout, as `caller`.
+/// Serves one client over stdin/stdout, as `caller`; and `/metrics` on an
+/// address of its own with `--metrics-bind`.
 pub async fn serve_stdio(settings: Settings, caller: Option<Caller>) -> Result<()> {
     let state = connect(&settings).await?;
+    if let Some(address) = settings.metrics.bind {
+        metrics::install();
+        let listener = listen(address, "--metrics-bind").await?;
+        let bound = listener.local_addr()?;
+        let router = http::metrics_router(&settings.metrics, state.clone());
+        serve_metrics(listener, router, state.stopping.clone());
+        tracing::info!(metrics_address = %bound, "serving /metrics at http://{bound}/metrics");
+    }
     let handler = Handler::new(state.clone(), caller.map(Arc::new));
     let service = handler
         .serve(rmcp::transport::stdio())
         .await
         .context("the stdio client did not initialise")?;
     service.waiting().await.context("stdio session failed")?;
+    state.stopping.cancel();
     state.audit.close().await;
     state.pool.close();
     Ok(())

@@ -4,6 +4,7 @@
 
 mod curated;
 mod current_date;
+pub mod progress;
 pub mod raw_sql;
 mod support;
 pub mod table_schemas;
@@ -147,6 +148,10 @@ pub enum ToolError {
     Embedding(String),
     #[error("the query was cancelled: it ran longer than the statement timeout")]
     Timeout,
+    /// The client cancelled the call or went away (or the server is
+    /// stopping) while it ran.
+    #[error("the call was cancelled before it finished")]
+    Cancelled,
     #[error("database error: {0}")]
     Database(String),
 }
@@ -238,11 +243,19 @@ pub struct ToolContext<'a> {
     /// The database's names raw SQL is judged against, cached.
     pub sql_names: Option<&'a raw_sql::NamesCache>,
     pub limits: CallLimits,
+    /// Where the call reports how far it got, when its client asked.
+    pub progress: Option<&'a progress::Reporter>,
 }
 
 impl ToolContext<'_> {
+    /// The embedder, for a tool about to embed its text (the generated
+    /// tools ask for it only then, so it reports that stage).
     pub fn embedder(&self) -> Result<&dyn Embedder, ToolError> {
-        self.embedder.ok_or(ToolError::NoEmbeddingModel)
+        let embedder = self.embedder.ok_or(ToolError::NoEmbeddingModel)?;
+        if let Some(progress) = self.progress {
+            progress.embedding();
+        }
+        Ok(embedder)
     }
 }
 
@@ -317,6 +330,7 @@ pub async fn execute(
                 names,
                 context.limits.raw_sql,
                 args,
+                context.progress,
             )
             .await;
         }
@@ -325,6 +339,9 @@ pub async fn execute(
     };
     let client: &ClientWrapper = client;
     let call = db::Call::new(client, context.limits.statement_cache, db::Settle::Commit);
+    if let Some(progress) = context.progress {
+        progress.query_sent();
+    }
     let settled = call
         .run(grant, context.limits.statement_timeout, &[], async {
             match request {

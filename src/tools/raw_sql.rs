@@ -17,13 +17,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::ClientWrapper;
-use futures_util::TryStreamExt;
+use futures_util::{FutureExt, TryStreamExt};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 use tokio_postgres::types::Type;
 use tokio_postgres::{GenericClient, Row};
 
+use super::progress::Reporter;
 use super::support::parse_arguments;
 use super::{ToolDescriptor, ToolError, ToolOutput};
 use crate::caller::Grant;
@@ -281,6 +282,7 @@ pub async fn call(
     cache: &NamesCache,
     limits: Limits,
     args: Args,
+    progress: Option<&Reporter>,
 ) -> Result<ToolOutput, ToolError> {
     let verdict = cache.check(&**client, &args.postgresql_query).await?;
     run(
@@ -290,6 +292,7 @@ pub async fn call(
         &verdict.sql,
         &verdict.columns,
         limits,
+        progress,
     )
     .await
 }
@@ -314,6 +317,7 @@ pub async fn execute_unchecked_for_tests(
         &unchecked,
         &std::sync::OnceLock::new(),
         limits,
+        None,
     )
     .await
 }
@@ -348,6 +352,7 @@ async fn run(
     sql: &ReadOnlySql,
     columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
+    progress: Option<&Reporter>,
 ) -> Result<ToolOutput, ToolError> {
     let call = db::Call::new(client, statement_cache, db::Settle::Rollback);
     let settled = call
@@ -355,7 +360,7 @@ async fn run(
             grant,
             limits.statement_timeout,
             &settings(limits),
-            fetch(&call, sql, columns, limits),
+            fetch(&call, sql, columns, limits, progress),
         )
         .await;
     super::outcome(settled)
@@ -392,6 +397,7 @@ async fn fetch(
     sql: &ReadOnlySql,
     columns: &std::sync::OnceLock<Arc<[(String, Type)]>>,
     limits: Limits,
+    progress: Option<&Reporter>,
 ) -> Result<ToolOutput, ToolError> {
     let client = call.client();
     if sql.is_explain() {
@@ -430,14 +436,60 @@ async fn fetch(
         }
     };
     let statement = statement.map_err(|err| with_position_shifted(err, shift))?;
-    let rows: Vec<Row> = call
+    if let Some(progress) = progress {
+        progress.rows_expected(limits.max_rows);
+    }
+    let rows = call
         .query_last(&statement, std::iter::empty::<&str>())
         .await
-        .map_err(|err| with_position_shifted(err, shift))?
-        .try_collect()
-        .await
         .map_err(|err| with_position_shifted(err, shift))?;
+    let rows: Vec<Row> = match progress {
+        None => rows.try_collect().await,
+        Some(progress) => receive(rows, progress, limits.max_rows).await,
+    }
+    .map_err(|err| with_position_shifted(err, shift))?;
     collect(sql, &columns, rows, limits)
+}
+
+/// The rows of `rows`, reporting how many of them are within the caps
+/// whenever the next has not arrived yet: so progress moves as PostgreSQL
+/// sends rows (it flushes them in blocks of 8 kB), and the rows that come
+/// with the end of the statement are reported once, as the row count. Once
+/// a row past the byte cap has come (the bounding query sends NULLs from
+/// there on), the count is final and reported as such. The rows are only
+/// counted here, and read as fast as before: the statement is not held up
+/// by the reporting.
+async fn receive(
+    rows: tokio_postgres::RowStream,
+    progress: &Reporter,
+    max_rows: usize,
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let mut rows = std::pin::pin!(rows);
+    let mut received = Vec::new();
+    let (mut within, mut capped) = (0, false);
+    loop {
+        let next = match rows.try_next().now_or_never() {
+            Some(next) => next,
+            None => {
+                let fetched = within.min(max_rows);
+                if capped {
+                    progress.report(progress.done(true, Some(fetched as u64)));
+                } else if within > 0 {
+                    progress.rows_fetched(fetched, max_rows);
+                }
+                rows.try_next().await
+            }
+        };
+        let Some(row) = next? else {
+            return Ok(received);
+        };
+        match row.try_get::<_, Option<&str>>(0) {
+            Ok(Some(_)) => within += 1,
+            Ok(None) => capped = true,
+            Err(_) => {}
+        }
+        received.push(row);
+    }
 }
 
 fn column_types(statement: &tokio_postgres::Statement) -> Arc<[(String, Type)]> {

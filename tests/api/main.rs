@@ -4,6 +4,7 @@
 
 mod access;
 mod audit;
+mod cancellation;
 mod clients;
 mod codegen;
 mod edge;
