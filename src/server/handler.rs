@@ -495,8 +495,7 @@ impl Handler {
                 Called::Answered(result)
             }
             Err(err) => {
-                let cancelled =
-                    super::progress::cancel_reason(&err, context, &self.state.stopping);
+                let cancelled = super::progress::cancel_reason(&err, context, &self.state.stopping);
                 let label = if err == ToolError::Cancelled {
                     "cancelled"
                 } else {

@@ -489,7 +489,7 @@ fn bad_arguments_are_refused_with_their_line() {
             ":prefix || '%'",
             ":typed || '%'",
             18,
-            "argument `store_id`: the `complete` query takes one parameter, `:prefix` (the text typed so far), and no other; found :typed",
+            "argument `store_id`: `complete`: a completion query takes one parameter, :prefix (what the user typed so far); found :typed",
         ),
         (
             ":prefix || '%'",
