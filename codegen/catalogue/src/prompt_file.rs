@@ -129,13 +129,7 @@ pub fn parse(text: &str, file: &str, tools: &[&str]) -> Result<Prompt, FileError
             );
         }
     };
-    let description = matter
-        .description
-        .as_deref()
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(str::to_owned);
-    let Some(description) = description else {
+    let Some(description) = written(matter.description.as_deref()) else {
         return error(
             1,
             "the front matter has no `description`; it is what a client shows to choose the prompt",
@@ -242,13 +236,7 @@ fn argument(
             ),
         );
     }
-    let description = entry
-        .description
-        .as_deref()
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(str::to_owned);
-    let Some(description) = description else {
+    let Some(description) = written(entry.description.as_deref()) else {
         return error(
             line.max(name_line),
             format!("argument `{name}` has no `description`; it is what a client shows its user"),
@@ -410,6 +398,13 @@ fn completion_query(
         message: format!("argument `{argument}`: `complete`: {}", err.message),
         ..err
     })
+}
+
+/// A text as written, trimmed; nothing when it is missing or blank.
+fn written(text: Option<&str>) -> Option<String> {
+    text.map(str::trim)
+        .filter(|text| !text.is_empty())
+        .map(str::to_owned)
 }
 
 /// The kind with its article: `a text`, `an integer`.
