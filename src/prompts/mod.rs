@@ -328,6 +328,12 @@ mod tests {
     fn completion_sources_are_found_by_prompt_and_argument() {
         for prompt in all() {
             for argument in &prompt.arguments {
+                assert!(
+                    argument.completion.is_some(),
+                    "{}: argument `{}` offers no completions",
+                    prompt.name,
+                    argument.name
+                );
                 assert_eq!(
                     completion_source(&prompt.name, &argument.name, everyone()).unwrap(),
                     argument.completion.as_ref()

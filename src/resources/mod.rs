@@ -354,6 +354,16 @@ mod tests {
         for expected in ["zava://products/{sku}", "zava://stores/{store_id}/summary"] {
             assert!(uris.contains(&expected), "{uris:?}");
         }
+        for template in templates_served() {
+            for variable in template.variables() {
+                assert!(
+                    variable.completion.is_some(),
+                    "{}: `{}` offers no completions",
+                    template.uri,
+                    variable.name
+                );
+            }
+        }
         let summary = template("zava://stores/{store_id}/summary").unwrap();
         assert!(!summary.query.tool, "resource-only");
         let values = summary.uri.matches("zava://stores/3/summary").unwrap();

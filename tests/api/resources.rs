@@ -703,6 +703,25 @@ async fn completions_offer_what_the_caller_may_see() {
             .values,
         categories
     );
+    let latest_month = strings(
+        &db,
+        "SELECT to_char(date_trunc('month', max(order_date)), 'YYYY-MM-DD') FROM retail.orders",
+    )
+    .await;
+    let starts =
+        prompt_completes(&head_office, prompt("category_deep_dive", "start_date", "")).await;
+    assert_eq!(starts.values.first(), latest_month.first());
+    assert!(
+        starts.values.iter().all(|day| day.ends_with("-01")),
+        "{:?}",
+        starts.values
+    );
+    assert_eq!(
+        prompt_completes(&seattle, prompt("restock_plan", "cover_weeks", "1"))
+            .await
+            .values,
+        ["12"]
+    );
     for (name, argument) in [
         ("weekly_review", "store"),
         ("monthly_store_review", "region"),
