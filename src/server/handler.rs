@@ -397,14 +397,14 @@ impl ServerHandler for Handler {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, McpError> {
-        let name = request.name.to_string();
+        let name = &*request.name;
         if !self.state.tools.iter().any(|t| t.name == name) {
             return Err(McpError::invalid_params(
                 format!("unknown tool `{name}`"),
                 None,
             ));
         }
-        let called = self.run_call(&name, request.arguments, &context).await;
+        let called = self.run_call(name, request.arguments, &context).await;
         Ok(called.into_result().into())
     }
 }
@@ -439,26 +439,25 @@ impl Handler {
         arguments: Option<JsonObject>,
         context: &RequestContext<RoleServer>,
     ) -> Called {
-        let name = name.to_owned();
         let started = Instant::now();
         let caller = self.caller(context);
         let arguments = arguments.map_or(Value::Null, Value::Object);
         let request_id = || audit::request_id(context.extensions.get());
-        let entry = || audit::Entry::new(request_id(), caller.as_deref(), &name, &arguments);
+        let entry = || audit::Entry::new(request_id(), caller.as_deref(), name, &arguments);
         let audited = match self.state.audit.begin(entry).await {
             Ok(audited) => audited,
             Err(refused) => {
-                super::metrics::record_call(&name, "refused", started.elapsed());
+                super::metrics::record_call(name, "refused", started.elapsed());
                 return Called::Refused(CallToolResult::error(vec![ContentBlock::text(
                     refused.to_string(),
                 )]));
             }
         };
         // the permit is held until the call has ended, however it ends
-        let (caller, _permit) = match self.gate(caller, &name) {
+        let (caller, _permit) = match self.gate(caller, name) {
             Ok(admitted) => admitted,
             Err((refusal, class)) => {
-                super::metrics::record_call(&name, "refused", started.elapsed());
+                super::metrics::record_call(name, "refused", started.elapsed());
                 tracing::info!(tool = %name, outcome = "refused", class, "{refusal}");
                 let result = CallToolResult::error(vec![ContentBlock::text(refusal)]);
                 audited.failed(&result, audit::Outcome::Refused, class);
@@ -471,7 +470,7 @@ impl Handler {
             .get_progress_token()
             .map(|token| Progress::new(context.peer.clone(), token));
         let (outcome, progress) = super::progress::run(progress, |reporter| {
-            self.answer(&caller, &name, arguments, &context.ct, reporter)
+            self.answer(&caller, name, arguments, &context.ct, reporter)
         })
         .await;
         let elapsed = started.elapsed();
@@ -484,7 +483,7 @@ impl Handler {
                 },
                 lookup,
             )) => {
-                super::metrics::record_call(&name, "ok", elapsed);
+                super::metrics::record_call(name, "ok", elapsed);
                 let cached = lookup == Lookup::Hit;
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, rows, cached, outcome = "ok", "tool call");
                 audited.ok(&result, rows, cached, visible);
@@ -501,9 +500,9 @@ impl Handler {
                 } else {
                     "error"
                 };
-                super::metrics::record_call(&name, label, elapsed);
+                super::metrics::record_call(name, label, elapsed);
                 if let Some(reason) = cancelled {
-                    super::metrics::record_cancelled(&name, reason);
+                    super::metrics::record_cancelled(name, reason);
                 }
                 tracing::info!(tool = %name, caller = %caller.principal, grant = %caller.grant, duration_ms = elapsed.as_millis() as u64, outcome = label, error = %err, "tool call");
                 let result = CallToolResult::error(vec![ContentBlock::text(err.to_string())]);
