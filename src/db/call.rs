@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::Poll;
 
 use deadpool_postgres::ClientWrapper;
-use tokio_postgres::types::{BorrowToSql, ToSql};
+use tokio_postgres::types::{BorrowToSql, ToSql, Type};
 use tokio_postgres::{Error, Row, RowStream, Statement, ToStatement};
 
 use crate::caller::Grant;
@@ -144,8 +144,8 @@ pub struct Settled<T> {
 /// With `cache` on, statements are prepared once per connection and kept;
 /// turn it off behind a transaction-pooling PgBouncer older than 1.21, which
 /// cannot carry a prepared statement from one transaction to the next: each
-/// call then prepares its statements inside its transaction (one round trip
-/// more).
+/// call then prepares its statements inside its transaction and closes them
+/// there before its end (two round trips more).
 pub struct Call<'a> {
     client: &'a ClientWrapper,
     cache: bool,
@@ -222,23 +222,26 @@ impl<'a> Call<'a> {
             );
             (began.and(visible(opened)), output, ended)
         } else {
-            // behind a transaction-pooling PgBouncer, a statement must be
-            // prepared inside the transaction that runs it
-            let opening = async {
-                self.client.batch_execute(&begin).await?;
-                self.client.prepare(OPEN_CALL).await
-            };
-            let open = match opening.await {
-                Ok(open) => open,
-                Err(err) => {
-                    // whatever of the transaction began, end it
-                    let _ = self.client.batch_execute(self.settle.sql()).await;
-                    return Err(err);
-                }
-            };
-            let (opened, output, ended) =
-                tokio::join!(self.client.query_one(&open, &params), work, end);
-            (visible(opened), output, ended)
+            // Behind a transaction-pooling PgBouncer older than 1.21 no
+            // named statement may outlive its transaction: a Close written
+            // after the end could reach another server connection, and the
+            // statement would stay where it was made, its name ready to
+            // clash with another process's. So the identity statement goes
+            // unnamed, its parameter types given, right behind BEGIN; the
+            // tool's own statements are prepared in the transaction and
+            // dropped (closed) with `work`, before the end is written.
+            let typed: [(&(dyn ToSql + Sync), Type); 3] = [
+                (&id, Type::TEXT),
+                (&stores, Type::INT4_ARRAY),
+                (&regions, Type::TEXT_ARRAY),
+            ];
+            let (began, opened, output) = tokio::join!(
+                self.client.batch_execute(&begin),
+                self.client.query_typed_one(OPEN_CALL, &typed),
+                work
+            );
+            let ended = self.client.batch_execute(self.settle.sql()).await;
+            (began.and(visible(opened)), output, ended)
         };
         Ok(Settled {
             opened,

@@ -198,17 +198,20 @@ impl NamesCache {
 }
 
 /// Reads what the policy needs to know of the database: the functions and
-/// operators on the search path, and the relations.
+/// operators on the search path, and the relations. Outside any
+/// transaction, so each query goes unnamed, in one message batch: behind a
+/// transaction-pooling PgBouncer, a named statement's Parse and Execute
+/// could reach different server connections.
 pub async fn load_names(client: &impl GenericClient) -> Result<DatabaseNames, ToolError> {
     let db = ToolError::from_database;
     let schemas: Vec<&str> = sql_policy::SEARCH_PATH.to_vec();
     let mut names = DatabaseNames::default();
     for row in client
-        .query(
+        .query_typed(
             "SELECT p.proname::text, array_agg(DISTINCT n.nspname::text) \
              FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace \
              WHERE n.nspname = ANY ($1) GROUP BY p.proname",
-            &[&schemas],
+            &[(&schemas, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(db)?
@@ -219,14 +222,14 @@ pub async fn load_names(client: &impl GenericClient) -> Result<DatabaseNames, To
             .insert(row.get(0), found.into_iter().collect());
     }
     for row in client
-        .query(
+        .query_typed(
             "SELECT o.oprname::text, \
                     coalesce(array_agg(DISTINCT p.proname::text) FILTER (WHERE p.provolatile <> 'i'), '{}') \
              FROM pg_catalog.pg_operator o \
              JOIN pg_catalog.pg_proc p ON p.oid = o.oprcode \
              JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace \
              WHERE n.nspname = ANY ($1) GROUP BY o.oprname",
-            &[&schemas],
+            &[(&schemas, Type::TEXT_ARRAY)],
         )
         .await
         .map_err(db)?
@@ -235,7 +238,7 @@ pub async fn load_names(client: &impl GenericClient) -> Result<DatabaseNames, To
         names.operators.insert(row.get(0), functions.into_iter().collect());
     }
     for row in client
-        .query(
+        .query_typed(
             "SELECT n.nspname::text, c.relkind IN ('r', 'p', 'v', 'm'), c.relname::text \
              FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')",
