@@ -26,6 +26,7 @@ mod resources;
 mod result_cache;
 mod rls;
 mod round_trips;
+mod scale_out;
 mod seed;
 mod semantic;
 mod stdio;
