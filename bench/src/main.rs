@@ -16,6 +16,7 @@
 mod embeddings;
 mod harness;
 mod server;
+mod soak;
 
 use clap::{Parser, Subcommand};
 use sqlmcp::secret::Secret;
@@ -33,6 +34,9 @@ enum What {
     Server(server::Args),
     /// The local embedding model, and semantic search end to end.
     Embeddings(embeddings::Args),
+    /// A long run under faults: a PostgreSQL restart and an outage of the
+    /// embedding provider under load; errors by cause, latency, memory.
+    Soak(soak::Args),
     /// The raw-SQL policy alone on the analytic query.
     Validator {
         /// The application role's connection (any migrated database).
@@ -74,6 +78,7 @@ async fn main() -> anyhow::Result<()> {
     match Args::parse().what {
         What::Server(args) => server::run(args).await,
         What::Embeddings(args) => embeddings::run(args).await,
+        What::Soak(args) => soak::run(args).await,
         What::Validator { app_database_url } => {
             let (p50, p99) = server::time_validator(app_database_url.expose()).await?;
             println!("execute_sales_query validator alone: p50 {p50:.1} µs, p99 {p99:.1} µs");

@@ -92,7 +92,7 @@ const SKUS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Workload {
+pub(crate) enum Workload {
     TopProducts,
     RevenueByMonth,
     ProductDetails,
@@ -127,7 +127,7 @@ impl Workload {
     }
 
     /// The MCP tool the workload calls.
-    fn tool(self) -> &'static str {
+    pub(crate) fn tool(self) -> &'static str {
         match self {
             Workload::LightSalesQuery => "execute_sales_query",
             other => other.name(),
@@ -136,14 +136,14 @@ impl Workload {
 
     /// The workload and caller of call `n`: identities rotate; the mix
     /// rotates tools too.
-    fn pick(self, n: usize) -> (Workload, &'static str) {
+    pub(crate) fn pick(self, n: usize) -> (Workload, &'static str) {
         match self {
             Workload::Mix => (WORKLOADS[n % 5], CALLERS[(n / 5) % CALLERS.len()]),
             other => (other, CALLERS[n % CALLERS.len()]),
         }
     }
 
-    fn arguments(self, n: usize) -> Value {
+    pub(crate) fn arguments(self, n: usize) -> Value {
         match self {
             Workload::TopProducts => {
                 json!({"start_date": "2025-10-01", "end_date": "2025-12-31", "limit": 10})
