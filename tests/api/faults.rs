@@ -269,9 +269,10 @@ async fn a_database_away_longer_than_the_deadline_fails_calls_clearly_and_the_se
             message.contains("the database is unavailable") && message.contains("tried"),
             "{message}"
         );
-        // within the deadline and the last pause: no hang
+        // the deadline (1.25 s) and the way there and back, with room for
+        // a loaded machine: no hang (opening a connection may take 10 s)
         assert!(
-            took < Duration::from_millis(2500),
+            took < Duration::from_secs(5),
             "a failing call took {took:?}: {message}"
         );
         if i == 0 {
