@@ -243,7 +243,7 @@ fn args_struct(query: &Query) -> String {
     writeln!(out, "/// Arguments of the `{}` tool.", query.name).unwrap();
     writeln!(
         out,
-        "#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]"
+        "#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]"
     )
     .unwrap();
     writeln!(out, "#[serde(deny_unknown_fields)]").unwrap();
@@ -432,7 +432,7 @@ fn admit_fn(query: &Query) -> String {
         "/// The arguments, with every `--@ embed` text turned into its vector."
     )
     .unwrap();
-    writeln!(out, "#[derive(Debug)]\npub struct Ready {{").unwrap();
+    writeln!(out, "#[derive(Debug, Clone)]\npub struct Ready {{").unwrap();
     if visible_params(query).next().is_some() {
         writeln!(out, "    args: Args,").unwrap();
     }
@@ -710,8 +710,9 @@ impl CuratedCall {{
     }}
 }}
 
-/// A call ready to run: arguments valid, texts embedded.
-#[derive(Debug)]
+/// A call ready to run: arguments valid, texts embedded. A clone runs
+/// the call again after a transient fault, without embedding again.
+#[derive(Debug, Clone)]
 pub enum ReadyCall {{
 {ready_variants}}}
 

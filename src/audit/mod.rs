@@ -261,7 +261,7 @@ pub fn error_class(err: &ToolError) -> &'static str {
     match err {
         ToolError::UnknownTool(_) => "unknown_tool",
         ToolError::InvalidArgument { .. } | ToolError::InvalidArguments(_) => "invalid_arguments",
-        ToolError::Unavailable(_) => "unavailable",
+        ToolError::Unavailable(_) | ToolError::Transient(_) => "unavailable",
         ToolError::NoEmbeddingModel | ToolError::Embedding(_) => "embedding",
         ToolError::Timeout => "timeout",
         ToolError::Cancelled => "cancelled",

@@ -2,10 +2,12 @@
 //! ([`Call`]).
 
 mod call;
+mod fault;
 
 pub use call::{
     Call, Last, OPEN_CALL, Settle, Settled, Visible, begin_read_only, call_settings, set_caller,
 };
+pub use fault::{Backoff, FaultKind, Transient, transient, transient_connect};
 
 use anyhow::{Context, Result, bail};
 use tokio_postgres::{Config, NoTls};

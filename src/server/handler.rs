@@ -128,19 +128,79 @@ impl Handler {
         if let tools::Admitted::Done(output) = admitted {
             return Ok(output);
         }
-        let connection = match self.state.pool.get().await {
-            Ok(connection) => connection,
-            Err(deadpool_postgres::PoolError::Timeout(_)) => {
+        // One deadline for the whole database part, however many tries it
+        // takes: a fault costs the caller time, not the call, unless the
+        // database stays away longer than that.
+        let deadline = Instant::now() + self.state.limits.deadline(name);
+        let mut backoff = crate::db::Backoff::default();
+        loop {
+            let attempt = self.attempt(caller, admitted.clone(), gone, progress, deadline);
+            let fault = match attempt.await {
+                Err(ToolError::Transient(fault)) => fault,
+                other => return other,
+            };
+            let Some(pause) = backoff.pause(deadline) else {
+                tracing::error!(tool = name, tries = backoff.tries(), error = %fault, "a call failed: the database stayed unavailable");
+                return Err(ToolError::Unavailable(format!(
+                    "the database is unavailable ({fault}); the call was tried {} times over {:.1}s, \
+                     as long as its deadline allows; try again later",
+                    backoff.tries(),
+                    backoff.elapsed().as_secs_f64()
+                )));
+            };
+            super::metrics::record_retry(name, fault.kind);
+            tracing::warn!(
+                tool = name,
+                tries = backoff.tries(),
+                pause_ms = pause.as_millis() as u64,
+                error = %fault,
+                "retrying a call on a fresh connection after a transient database fault"
+            );
+            tokio::select! {
+                () = tokio::time::sleep(pause) => {}
+                () = gone.cancelled() => return Err(ToolError::Cancelled),
+            }
+        }
+    }
+
+    /// One try of a call's database part, on a connection of its own,
+    /// ending by `deadline`.
+    async fn attempt(
+        &self,
+        caller: &Caller,
+        admitted: tools::Admitted,
+        gone: &CancellationToken,
+        progress: Option<&Arc<Reporter>>,
+        deadline: Instant,
+    ) -> Result<tools::ToolOutput, ToolError> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        let connection = match tokio::time::timeout(wait, self.state.pool.get()).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(deadpool_postgres::PoolError::Timeout(
+                deadpool_postgres::TimeoutType::Wait,
+            ))) => {
                 return Err(ToolError::Unavailable(format!(
                     "the server is busy: no database connection became free within {:.1}s; try again shortly",
                     self.state.pool_wait.as_secs_f64()
                 )));
             }
-            Err(err) => {
-                tracing::error!(error = %err, "no database connection");
-                return Err(ToolError::Unavailable(
-                    "the database is unavailable; try again later".to_owned(),
-                ));
+            Ok(Err(err)) => {
+                return Err(match crate::db::transient_connect(&err) {
+                    Some(fault) => ToolError::Transient(fault),
+                    None => {
+                        tracing::error!(error = %err, "no database connection");
+                        ToolError::Unavailable(
+                            "the database is unavailable; try again later".to_owned(),
+                        )
+                    }
+                });
+            }
+            Err(_) => {
+                return Err(ToolError::Transient(crate::db::Transient {
+                    kind: crate::db::FaultKind::Connect,
+                    message: "no database connection could be opened before the call's deadline"
+                        .to_owned(),
+                }));
             }
         };
         // cancelled while it embedded or waited for the connection: the
@@ -149,9 +209,9 @@ impl Handler {
             return Err(ToolError::Cancelled);
         }
         // On a task of its own, so that the call ends its transaction
-        // however it ends; bounded by one deadline for its whole database
-        // part, and cancelled in PostgreSQL when the caller goes away.
-        let limit = self.state.limits.deadline(name);
+        // however it ends; bounded by the call's deadline, and cancelled in
+        // PostgreSQL when the caller goes away.
+        let limit = deadline.saturating_duration_since(Instant::now());
         let cancel = connection.cancel_token();
         let state = self.state.clone();
         let grant = caller.grant.clone();
@@ -163,6 +223,11 @@ impl Handler {
             (output, checkout)
         });
         match crate::db::run_within(cancel, limit, gone, task).await {
+            // a connection that broke is never pooled again
+            Ok((output @ Err(ToolError::Transient(_)), checkout)) => {
+                checkout.discard();
+                output
+            }
             Ok((output, checkout)) => {
                 checkout.finish();
                 output
@@ -250,6 +315,13 @@ impl Checkout {
 
     fn finish(mut self) {
         self.0.take();
+    }
+
+    /// Closes a connection that failed rather than pooling it.
+    fn discard(mut self) {
+        if let Some(connection) = self.0.take() {
+            drop(deadpool_postgres::Object::take(connection));
+        }
     }
 }
 

@@ -58,6 +58,12 @@ pub fn record_cancelled(tool: &str, reason: &'static str) {
         .increment(1);
 }
 
+/// A call tried again after a transient database fault of `kind`.
+pub fn record_retry(tool: &str, kind: crate::db::FaultKind) {
+    metrics::counter!("sqlmcp_call_retries_total", "tool" => tool.to_owned(), "fault" => kind.label())
+        .increment(1);
+}
+
 pub fn record_cache_lookup(tool: &str, lookup: super::result_cache::Lookup) {
     let result = match lookup {
         super::result_cache::Lookup::Hit => "hit",

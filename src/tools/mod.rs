@@ -154,10 +154,18 @@ pub enum ToolError {
     Cancelled,
     #[error("database error: {0}")]
     Database(String),
+    /// The connection broke or the server went away before the call had
+    /// an answer; the call changed nothing, and a fresh connection may
+    /// answer it ([`db::transient`]).
+    #[error("the database connection failed: {0}")]
+    Transient(db::Transient),
 }
 
 impl ToolError {
     pub fn from_database(err: tokio_postgres::Error) -> ToolError {
+        if let Some(transient) = db::transient(&err) {
+            return ToolError::Transient(transient);
+        }
         let Some(db) = err.as_db_error() else {
             return ToolError::Database(err.to_string());
         };
@@ -260,7 +268,9 @@ impl ToolContext<'_> {
 }
 
 /// A call whose arguments are valid and whose texts are embedded: all that
-/// needs no database is done.
+/// needs no database is done. A clone runs the call again after a
+/// transient fault.
+#[derive(Clone)]
 pub enum Admitted {
     /// Answered without the database.
     Done(ToolOutput),

@@ -50,7 +50,7 @@ pub const TOOL: ToolDescriptor = ToolDescriptor {
 
 pub const NAME: &str = TOOL.name;
 
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// One PostgreSQL SELECT statement, e.g. SELECT store_id, count(*) FROM retail.orders GROUP BY 1.

@@ -49,7 +49,7 @@ const REFERENCE_VALUES: [(&str, &str); 4] = [
     ),
 ];
 
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// Tables to describe, e.g. ["retail.orders", "retail.order_items"].

@@ -9,6 +9,7 @@ mod clients;
 mod codegen;
 mod edge;
 mod embeddings;
+mod faults;
 mod golden;
 mod helpers;
 mod hostile_corpus;

@@ -81,7 +81,7 @@ pub const TOOL: ToolDescriptor = ToolDescriptor {
 };
 
 /// Arguments of the `top_products` tool.
-#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Args {
     /// First order date included, YYYY-MM-DD; omit for all history
@@ -130,7 +130,7 @@ impl Args {
 }
 
 /// The arguments, with every `--@ embed` text turned into its vector.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Ready {
     args: Args,
 }

@@ -15,6 +15,7 @@ use sqlmcp::embeddings::{Embedder, Settings};
 use sqlmcp::{backfill, db, migrate, seed};
 use tokio_postgres::Config;
 
+pub mod cluster;
 pub mod process;
 pub mod server;
 
