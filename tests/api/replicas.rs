@@ -5,7 +5,8 @@
 //! (`scripts/dev-db start --replica` under the target directory), made once
 //! per run: migrated, seeded at the tiny scale and embedded on the primary.
 //! They take turns ([`pair`]), since pausing or killing the standby changes
-//! what the others would see. A run destroys what an earlier one left.
+//! what the others would see. A run destroys what an earlier one left;
+//! `scripts/test` destroys the pair when the tests end.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
