@@ -66,6 +66,24 @@ struct ServeArgs {
     /// Connect as the application role (store_manager).
     #[command(flatten)]
     connection: Connection,
+    /// A read replica (hot standby) of the database, as the application
+    /// role; repeat for several (env: comma-separated). Calls go to the
+    /// replicas in turn, and to --database-url when none is up and within
+    /// --max-replica-lag.
+    #[arg(
+        long = "replica-url",
+        env = "SQLMCP_REPLICA_URLS",
+        value_delimiter = ',',
+        hide_env_values = true,
+        value_parser = db::parse_database_url
+    )]
+    replica_urls: Vec<Config>,
+    /// How far behind the primary a replica may be and still take calls
+    /// (e.g. 500ms, 5s, 1m); measured every 500 ms. The default tolerates a
+    /// burst of writes without sending every call to the primary, and keeps
+    /// answers at most a few seconds older than the data.
+    #[arg(long, env = "SQLMCP_MAX_REPLICA_LAG", default_value = "5s", value_parser = parse_max_lag)]
+    max_replica_lag: std::time::Duration,
     /// Serve one client over stdin/stdout instead of HTTP.
     #[arg(long)]
     stdio: bool,
@@ -247,6 +265,21 @@ struct ToolsArgs {
     /// A human-readable table instead of JSON.
     #[arg(long)]
     markdown: bool,
+}
+
+/// A lag bound of at least one probe interval: below it, the measure
+/// cannot tell a replica that keeps up from one that does not.
+fn parse_max_lag(text: &str) -> Result<std::time::Duration, String> {
+    let lag = humantime::parse_duration(text)
+        .map_err(|err| format!("not a duration such as 500ms, 5s or 1m: {err}"))?;
+    if lag < db::replicas::PROBE_EVERY {
+        return Err(format!(
+            "at least {}ms: replicas' lag is measured every {}ms",
+            db::replicas::PROBE_EVERY.as_millis(),
+            db::replicas::PROBE_EVERY.as_millis()
+        ));
+    }
+    Ok(lag)
 }
 
 #[derive(Debug, Args)]
@@ -449,6 +482,8 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
     };
     let settings = server::Settings {
         database: args.connection.database_url.clone(),
+        replicas: args.replica_urls.clone(),
+        max_replica_lag: args.max_replica_lag,
         bind: args.bind,
         sessions: args.sessions,
         allowed_hosts,

@@ -477,7 +477,8 @@ async fn check_roles(client: &tokio_postgres::Client, app_role: Option<&str>) ->
                     has_table_privilege(c.oid, 'SELECT, UPDATE, DELETE, TRUNCATE'), \
                     to_regrole($1::text) IS NOT NULL \
                       AND (has_table_privilege($1::text::name, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE') \
-                           OR pg_has_role($1::text::name, current_user, 'MEMBER')) \
+                           OR pg_has_role($1::text::name, current_user, 'MEMBER')), \
+                    pg_is_in_recovery() \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = 'sqlmcp_audit' AND c.relname = 'calls'",
             &[(&app_role, Type::TEXT)],
@@ -489,10 +490,16 @@ async fn check_roles(client: &tokio_postgres::Client, app_role: Option<&str>) ->
                 "the audit table sqlmcp_audit.calls does not exist in that database: run `sqlmcp migrate`"
             )
         })?;
-    let (role, can_insert, can_more, app_reaches): (String, bool, bool, bool) =
-        (row.get(0), row.get(1), row.get(2), row.get(3));
+    let (role, can_insert, can_more, app_reaches, standby): (String, bool, bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4));
     let fix = "connect --audit-database-url as the insert-only role sqlmcp_audit \
                (for the local database: scripts/dev-db url audit)";
+    if standby {
+        bail!(
+            "the audit log's database is a hot standby, which is read-only: no entry could be written there; \
+             point --audit-database-url at the primary (for the local database: scripts/dev-db url audit)"
+        );
+    }
     if !can_insert {
         bail!("role {role} cannot insert into sqlmcp_audit.calls; {fix}");
     }

@@ -72,7 +72,7 @@ pub async fn answer(
     };
     let started = std::time::Instant::now();
     let engine = Engine {
-        pool: &state.pool,
+        databases: &state.databases,
         pool_wait: state.pool_wait,
         statement_cache: state.limits.statement_cache,
     };
@@ -113,11 +113,11 @@ fn template_source<'r>(
     Ok((uri, variable.completion.as_ref()))
 }
 
-/// What completion queries run on: the server's pool and how it prepares
-/// statements.
+/// What completion queries run on: the server's databases and how it
+/// prepares statements.
 #[derive(Clone, Copy)]
 pub struct Engine<'a> {
-    pub pool: &'a deadpool_postgres::Pool,
+    pub databases: &'a db::Databases,
     /// How long a completion waits for a free connection.
     pub pool_wait: Duration,
     /// Prepare statements once per connection ([`db::Call`]).
@@ -187,16 +187,20 @@ async fn from_query(
 ) -> Result<CompletionInfo, ToolError> {
     let statement_text = limited(sql);
     let pattern = like_pattern(prefix);
-    let connection = engine.pool.get().await.map_err(|err| match err {
-        deadpool_postgres::PoolError::Timeout(_) => ToolError::Unavailable(format!(
-            "the server is busy: no database connection became free within {:.1}s",
-            engine.pool_wait.as_secs_f64()
-        )),
-        other => {
-            tracing::error!(error = %other, "no database connection");
-            ToolError::Unavailable("the database is unavailable; try again later".to_owned())
-        }
-    })?;
+    let (connection, target) = engine
+        .databases
+        .connection()
+        .await
+        .map_err(|err| match err {
+            deadpool_postgres::PoolError::Timeout(_) => ToolError::Unavailable(format!(
+                "the server is busy: no database connection became free within {:.1}s",
+                engine.pool_wait.as_secs_f64()
+            )),
+            other => {
+                tracing::error!(error = %other, "no database connection");
+                ToolError::Unavailable("the database is unavailable; try again later".to_owned())
+            }
+        })?;
     let mut lent = Lent(Some(connection));
     let work = async {
         let call = db::Call::new(lent.client(), engine.statement_cache, db::Settle::Commit);
@@ -215,6 +219,9 @@ async fn from_query(
             return Err(ToolError::Unavailable("the caller went away".to_owned()));
         }
     };
+    if lent.client().is_closed() {
+        engine.databases.failed(target);
+    }
     lent.finish();
     let settled = settled.map_err(ToolError::from_database)?;
     settled.opened.map_err(ToolError::from_database)?;

@@ -3,11 +3,13 @@
 
 mod call;
 mod fault;
+pub mod replicas;
 
 pub use call::{
     Call, Last, OPEN_CALL, Settle, Settled, Visible, begin_read_only, call_settings, set_caller,
 };
 pub use fault::{Backoff, FaultKind, Transient, transient, transient_connect};
+pub use replicas::{Databases, Target};
 
 use anyhow::{Context, Result, bail};
 use tokio_postgres::{Config, NoTls};

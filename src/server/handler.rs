@@ -174,8 +174,10 @@ impl Handler {
         deadline: Instant,
     ) -> Result<tools::ToolOutput, ToolError> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        let connection = match tokio::time::timeout(wait, self.state.pool.get()).await {
-            Ok(Ok(connection)) => connection,
+        // a replica when one is usable, else the primary (db::Databases)
+        let connection = tokio::time::timeout(wait, self.state.databases.connection());
+        let (connection, target) = match connection.await {
+            Ok(Ok(found)) => found,
             Ok(Err(deadpool_postgres::PoolError::Timeout(
                 deadpool_postgres::TimeoutType::Wait,
             ))) => {
@@ -223,8 +225,13 @@ impl Handler {
             (output, checkout)
         });
         match crate::db::run_within(cancel, limit, gone, task).await {
-            // a connection that broke is never pooled again
+            // a connection that broke is never pooled again, and its
+            // replica gets no calls until it answers again: the next try
+            // goes elsewhere
             Ok((output @ Err(ToolError::Transient(_)), checkout)) => {
+                if checkout.is_closed() {
+                    self.state.databases.failed(target);
+                }
                 checkout.discard();
                 output
             }
@@ -315,6 +322,13 @@ impl Checkout {
 
     fn finish(mut self) {
         self.0.take();
+    }
+
+    /// Whether the connection broke under the call.
+    fn is_closed(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|connection| connection.is_closed())
     }
 
     /// Closes a connection that failed rather than pooling it.

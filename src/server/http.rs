@@ -334,16 +334,18 @@ async fn check_version(request: Request, next: Next) -> Response {
         .into_response()
 }
 
-/// Ready when the database answers and its migrations are this binary's.
+/// Ready when a database calls would go to (a usable replica, else the
+/// primary) answers and its migrations are this binary's.
 async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
     let unavailable =
         |reason: String| (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response();
-    let mut client =
-        match tokio::time::timeout(std::time::Duration::from_secs(2), state.pool.get()).await {
-            Ok(Ok(client)) => client,
-            Ok(Err(err)) => return unavailable(format!("database unreachable: {err}")),
-            Err(_) => return unavailable("database unreachable: timed out".to_owned()),
-        };
+    let connection = state.databases.connection();
+    let mut client = match tokio::time::timeout(std::time::Duration::from_secs(2), connection).await
+    {
+        Ok(Ok((client, _))) => client,
+        Ok(Err(err)) => return unavailable(format!("database unreachable: {err}")),
+        Err(_) => return unavailable("database unreachable: timed out".to_owned()),
+    };
     // in a transaction, for transaction-pooling PgBouncer (see server::connect)
     let tx = match (**client).build_transaction().read_only(true).start().await {
         Ok(tx) => tx,
@@ -361,7 +363,7 @@ async fn ready(Extract(state): Extract<Arc<State>>) -> Response {
 async fn metrics(Extract(state): Extract<Arc<State>>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        super::metrics::render(&state.pool),
+        super::metrics::render(state.databases.primary()),
     )
         .into_response()
 }

@@ -43,8 +43,13 @@ pub use handler::{Handler, PROTOCOL_VERSIONS};
 
 /// Everything `sqlmcp serve` is configured with.
 pub struct Settings {
-    /// Connection of the application role (`store_manager`).
+    /// Connection of the application role (`store_manager`): the primary,
+    /// or a hot standby.
     pub database: Config,
+    /// Read replicas of `database`, as the application role: they take the
+    /// calls while up and within `max_replica_lag`.
+    pub replicas: Vec<Config>,
+    pub max_replica_lag: Duration,
     pub bind: SocketAddr,
     /// Keep MCP sessions (`Mcp-Session-Id`) instead of stateless requests.
     pub sessions: bool,
@@ -100,7 +105,8 @@ pub struct MetricsSettings {
 
 /// What every call shares.
 pub struct State {
-    pub pool: deadpool_postgres::Pool,
+    /// The primary's pool and the replicas' ([`db::Databases::connection`]).
+    pub databases: Arc<db::Databases>,
     pub default_caller: Option<Arc<Caller>>,
     pub tool_scopes: ToolScopes,
     pub pool_wait: Duration,
@@ -120,7 +126,9 @@ pub struct State {
     pub stopping: CancellationToken,
 }
 
-/// Opens the pool and checks the database before anything is served.
+/// Opens the pools and checks the databases before anything is served.
+/// A replica that is down at start-up is only logged: it takes calls once
+/// it answers. One that answers must pass the same checks as the primary.
 async fn connect(settings: &Settings) -> Result<Arc<State>> {
     let pool = db::pool(&settings.database, settings.pool_size, settings.pool_wait)?;
     let client = pool.get().await.map_err(|err| {
@@ -136,21 +144,36 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
             db::describe(&settings.database)
         )
     })?;
-    // In a transaction: behind a transaction-pooling PgBouncer, statements
-    // outside one may reach a different server connection than their Parse.
     let mut client = client;
-    let tx = (**client)
-        .build_transaction()
-        .read_only(true)
-        .start()
-        .await?;
-    db::check_application_role(&tx).await?;
-    let status = migrate::status(&tx).await?;
-    tx.rollback().await?;
-    if status != migrate::Status::Current {
-        bail!("refusing to serve: {status}");
+    if check_database(&mut client).await? {
+        tracing::info!(database = %db::describe(&settings.database), "--database-url is a hot standby (read-only): every tool works on it; the audit log needs --audit-database-url on the primary");
     }
     drop(client);
+    for replica in &settings.replicas {
+        let mut client = match db::connect(replica).await {
+            Ok(client) => client,
+            Err(err) => {
+                tracing::warn!(replica = %db::describe(replica), error = format!("{err:#}"), "a replica is unreachable at start-up; it takes calls once it answers");
+                continue;
+            }
+        };
+        let standby = check_database(&mut client)
+            .await
+            .with_context(|| format!("replica {}", db::describe(replica)))?;
+        if !standby {
+            tracing::warn!(replica = %db::describe(replica), "--replica-url names a database that is not a hot standby; it takes calls like one that never lags");
+        }
+    }
+    let databases = Arc::new(db::Databases::new(
+        pool,
+        settings.database.clone(),
+        &settings.replicas,
+        settings.pool_size,
+        settings.pool_wait,
+        settings.max_replica_lag,
+    )?);
+    let stopping = CancellationToken::new();
+    databases.monitor(stopping.clone());
     let audit = crate::audit::Auditor::start(&settings.audit, settings.database.get_user()).await?;
     if let Some(embedder) = settings.embedder.clone() {
         // Load the model while the server already answers; the first call
@@ -160,7 +183,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         });
     }
     Ok(Arc::new(State {
-        pool,
+        databases,
         default_caller: settings.default_caller.clone().map(Arc::new),
         tool_scopes: settings.tool_scopes.clone(),
         pool_wait: settings.pool_wait,
@@ -173,8 +196,28 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         result_cache: settings.result_cache.map(result_cache::ResultCache::new),
         audit,
         rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()),
-        stopping: CancellationToken::new(),
+        stopping,
     }))
+}
+
+/// The start-up checks of one database: its role cannot bypass row-level
+/// security and its migrations are this binary's. All reads, so a hot
+/// standby passes them too; tells whether it is one.
+async fn check_database(client: &mut tokio_postgres::Client) -> Result<bool> {
+    // In a transaction: behind a transaction-pooling PgBouncer, statements
+    // outside one may reach a different server connection than their Parse.
+    let tx = client.build_transaction().read_only(true).start().await?;
+    db::check_application_role(&tx).await?;
+    let status = migrate::status(&tx).await?;
+    let standby: bool = tx
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await?
+        .get(0);
+    tx.rollback().await?;
+    if status != migrate::Status::Current {
+        bail!("refusing to serve: {status}");
+    }
+    Ok(standby)
 }
 
 pub struct Application {
@@ -351,7 +394,7 @@ impl Application {
         }
         cancel.cancel();
         state.audit.close().await;
-        state.pool.close();
+        state.databases.close();
         Ok(())
     }
 }
@@ -391,7 +434,7 @@ pub async fn serve_stdio(settings: Settings, caller: Option<Caller>) -> Result<(
     service.waiting().await.context("stdio session failed")?;
     state.stopping.cancel();
     state.audit.close().await;
-    state.pool.close();
+    state.databases.close();
     Ok(())
 }
 

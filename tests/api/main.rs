@@ -22,6 +22,7 @@ mod oauth;
 mod prompts;
 mod rate_limits;
 mod raw_sql;
+mod replicas;
 mod resources;
 mod result_cache;
 mod rls;

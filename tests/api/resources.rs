@@ -810,6 +810,8 @@ async fn completions_offer_what_the_caller_may_see() {
 async fn the_completion_engine_answers_within_milliseconds() {
     let db = TestDb::seeded().await;
     let pool = sqlmcp::db::pool(&db.app_config(), 1, Duration::from_secs(5)).unwrap();
+    let wait = Duration::from_secs(5);
+    let databases = sqlmcp::db::Databases::new(pool, db.app_config(), &[], 1, wait, wait).unwrap();
     let seattle = Caller::by_id(
         CallerId::for_tests(SEATTLE),
         Principal::Header,
@@ -821,7 +823,7 @@ async fn the_completion_engine_answers_within_milliseconds() {
     let mut medians = Vec::new();
     for statement_cache in [true, false] {
         let engine = Engine {
-            pool: &pool,
+            databases: &databases,
             pool_wait: Duration::from_secs(5),
             statement_cache,
         };

@@ -10,6 +10,8 @@ use std::process::Command;
 pub struct PrivateCluster {
     dir: PathBuf,
     port: u16,
+    /// Where its standby listens, once started ([`PrivateCluster::start_replica`]).
+    replica_port: u16,
 }
 
 impl PrivateCluster {
@@ -22,6 +24,7 @@ impl PrivateCluster {
         let cluster = PrivateCluster {
             dir,
             port: free_port(),
+            replica_port: free_port(),
         };
         cluster.dev_db(&["destroy"]);
         cluster.dev_db(&["start"]);
@@ -63,12 +66,33 @@ impl PrivateCluster {
         self.dev_db(&["start"]);
     }
 
+    /// Starts its streaming hot standby (`scripts/dev-db start --replica`):
+    /// made the first time, started again after a stop.
+    pub fn start_replica(&self) {
+        self.dev_db(&["start", "--replica"]);
+    }
+
+    /// Shuts the standby down in `mode` (`fast` or `immediate`).
+    pub fn stop_replica(&self, mode: &str) {
+        self.dev_db(&["stop", "--replica", mode]);
+    }
+
+    /// The standby's URL for `role`: `owner` or `app` (store_manager).
+    pub fn replica_url(&self, role: &str) -> String {
+        let args: &[&str] = match role {
+            "owner" => &["url", "--replica"],
+            role => &["url", "--replica", role],
+        };
+        self.dev_db(args).trim().to_owned()
+    }
+
     /// Runs `scripts/dev-db args` for this cluster; panics if it fails.
     fn dev_db(&self, args: &[&str]) -> String {
         let output = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/dev-db"))
             .args(args)
             .env("SQLMCP_PG_DATA_DIR", &self.dir)
             .env("SQLMCP_PG_PORT", self.port.to_string())
+            .env("SQLMCP_PG_REPLICA_PORT", self.replica_port.to_string())
             .output()
             .expect("run scripts/dev-db");
         assert!(

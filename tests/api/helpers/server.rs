@@ -31,7 +31,7 @@ pub struct TestApp {
     pub metrics: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     stopped: tokio::task::JoinHandle<anyhow::Result<()>>,
-    _db: Arc<TestDb>,
+    _db: Option<Arc<TestDb>>,
 }
 
 impl TestApp {
@@ -64,8 +64,15 @@ impl TestApp {
 /// The settings of a test server for `db`: header mode, the application
 /// role, the local model, no result cache.
 pub fn settings(db: &TestDb) -> Settings {
+    settings_for(db.app_config())
+}
+
+/// [`settings`] for the application role's connection `database`.
+pub fn settings_for(database: tokio_postgres::Config) -> Settings {
     Settings {
-        database: db.app_config(),
+        database,
+        replicas: vec![],
+        max_replica_lag: Duration::from_secs(5),
         bind: "127.0.0.1:0".parse().unwrap(),
         sessions: false,
         allowed_hosts: vec!["localhost".into(), "127.0.0.1".into()],
@@ -95,6 +102,15 @@ pub fn settings(db: &TestDb) -> Settings {
 pub async fn spawn_app_with(db: Arc<TestDb>, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let mut settings = settings(&db);
     tweak(&mut settings);
+    spawn(settings, Some(db)).await
+}
+
+/// A server with `settings`, on databases the test manages itself.
+pub async fn spawn_app_on(settings: Settings) -> TestApp {
+    spawn(settings, None).await
+}
+
+async fn spawn(settings: Settings, db: Option<Arc<TestDb>>) -> TestApp {
     let application = Application::build(settings)
         .await
         .expect("the server starts");
