@@ -17,7 +17,8 @@
 //! a bounded number of times, waiting as `Retry-After` (or Azure's
 //! `retry-after-ms`) says, or with exponential backoff and jitter; other
 //! answers fail at once. After [`Config::breaker_failures`] failed calls in a
-//! row a circuit breaker fails calls at once for [`Config::breaker_cool_down`].
+//! row a circuit breaker fails calls at once, for a cool-down that starts at
+//! half a second and doubles up to [`Config::breaker_cool_down`] (5 s).
 //! The API key is never logged nor put in an error message.
 
 use std::hash::{BuildHasher, Hasher};
@@ -75,7 +76,7 @@ impl Default for Config {
             backoff_max: Duration::from_secs(4),
             max_retry_after: Duration::from_secs(30),
             breaker_failures: 5,
-            breaker_cool_down: Duration::from_secs(30),
+            breaker_cool_down: Duration::from_secs(5),
             max_batch: 64,
         }
     }
