@@ -29,3 +29,4 @@ mod seed;
 mod semantic;
 mod stdio;
 mod tools;
+mod ui;
