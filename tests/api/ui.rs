@@ -65,6 +65,26 @@ async fn the_workbench_is_off_unless_asked_for() {
     app.stop().await.unwrap();
 }
 
+#[test]
+fn the_workbench_needs_http() {
+    let output = crate::helpers::sqlmcp(
+        &[
+            "serve",
+            "--stdio",
+            "--ui",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ],
+        &[],
+    );
+    assert!(!output.status.success());
+    assert!(
+        crate::helpers::stderr(&output).contains("--ui needs HTTP"),
+        "{}",
+        crate::helpers::stderr(&output)
+    );
+}
+
 #[tokio::test]
 async fn every_workbench_response_is_small_and_locked_down() {
     let app = spawn_workbench().await;
@@ -583,7 +603,12 @@ async fn in_chromium_a_store_manager_runs_tools_and_raw_sql_and_sees_their_numbe
     assert_eq!(accepted["columns"], json!(["store_id", "orders"]));
     assert_eq!(
         strings(&accepted["rows"]),
-        expected(&db, REDMOND, accepted_sql).await
+        expected(
+            &db,
+            REDMOND,
+            "SELECT store_id::text, count(*)::text FROM retail.orders GROUP BY store_id ORDER BY store_id"
+        )
+        .await
     );
 
     // recent calls: Redmond's own; head office everyone's, Seattle's too
