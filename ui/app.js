@@ -874,7 +874,7 @@ async function loadRecent() {
   }
   $("#recent-scope").textContent = answer.everyone
     ? `Every caller's calls, newest first (this identity may see every store). The last ${state.config.recentCapacity} calls of this server process; never their results.`
-    : `Only this identity's own calls, newest first: the last of this server process, never their results. Head office sees everyone's.`;
+    : `Only this identity's own calls, newest first: the last calls of this server process, never their results. Head office sees everyone's.`;
   if (!answer.calls.length) {
     holder.replaceChildren(h("p", { class: "muted" }, "No calls yet."));
     return;

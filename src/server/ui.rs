@@ -343,20 +343,21 @@ async fn serve_config(Extract(workbench): Extract<Workbench>) -> Response {
 }
 
 /// The caller the authentication layer found, or the configured default.
-fn caller(workbench: &Workbench, request: &Request) -> Result<Arc<Caller>, Response> {
+fn caller(workbench: &Workbench, request: &Request) -> Option<Arc<Caller>> {
     request
         .extensions()
         .get::<Arc<Caller>>()
         .or(workbench.state.default_caller.as_ref())
         .cloned()
-        .ok_or_else(|| {
-            refuse(
-                StatusCode::FORBIDDEN,
-                "this request names no caller: send the x-rls-user-id header (header mode) or an \
-                 Authorization: Bearer token (jwt mode)"
-                    .to_owned(),
-            )
-        })
+}
+
+fn no_caller() -> Response {
+    refuse(
+        StatusCode::FORBIDDEN,
+        "this request names no caller: send the x-rls-user-id header (header mode) or an \
+         Authorization: Bearer token (jwt mode)"
+            .to_owned(),
+    )
 }
 
 fn refuse(status: StatusCode, message: String) -> Response {
@@ -368,9 +369,8 @@ fn refuse(status: StatusCode, message: String) -> Response {
 /// character position, or null), as `execute_sales_query` would judge it.
 /// Needs the scope that tool needs.
 async fn check(Extract(workbench): Extract<Workbench>, request: Request) -> Response {
-    let caller = match caller(&workbench, &request) {
-        Ok(caller) => caller,
-        Err(refused) => return refused,
+    let Some(caller) = caller(&workbench, &request) else {
+        return no_caller();
     };
     let scopes = &workbench.state.tool_scopes;
     if !scopes.allows(&caller.scopes, raw_sql::NAME) {
@@ -441,9 +441,8 @@ async fn check(Extract(workbench): Extract<Workbench>, request: Request) -> Resp
 
 /// `GET /ui/api/recent`: the calls the caller may see, newest first.
 async fn recent(Extract(workbench): Extract<Workbench>, request: Request) -> Response {
-    let caller = match caller(&workbench, &request) {
-        Ok(caller) => caller,
-        Err(refused) => return refused,
+    let Some(caller) = caller(&workbench, &request) else {
+        return no_caller();
     };
     let Some(ring) = workbench.state.audit.recent() else {
         return Json(json!({"calls": [], "everyone": false})).into_response();
