@@ -93,6 +93,10 @@ struct ServeArgs {
     /// Keep MCP sessions instead of serving every request on its own.
     #[arg(long)]
     sessions: bool,
+    /// Serve the workbench at /ui: the tools, a form to run each, raw SQL
+    /// with the policy's verdict, and the recent calls. Off by default.
+    #[arg(long, env = "SQLMCP_UI")]
+    ui: bool,
     /// Host header values to accept (DNS-rebinding protection), comma-separated.
     /// Set the names clients use to reach this server; `*` accepts any.
     #[arg(
@@ -520,12 +524,24 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
             max_bytes: args.result_cache_max_mb.saturating_mul(1 << 20),
         }),
         audit: args.audit.settings()?,
+        ui: args.ui,
     };
+    if args.stdio && args.ui {
+        anyhow::bail!(
+            "--ui needs HTTP: the workbench is served at /ui beside /mcp; leave out --stdio"
+        );
+    }
     if args.stdio {
         return server::serve_stdio(settings, caller).await;
     }
     let application = server::Application::build(settings).await?;
     tracing::info!(address = %application.local_addr(), "serving MCP at http://{}/mcp", application.local_addr());
+    if args.ui {
+        tracing::info!(
+            "serving the workbench at http://{}/ui/",
+            application.local_addr()
+        );
+    }
     application
         .run_until_stopped(server::shutdown_signal())
         .await

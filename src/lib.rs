@@ -20,7 +20,8 @@
 //!   server can sign and ended in the same round trip as the query.
 //! - [`server`] — `sqlmcp serve`: MCP over Streamable HTTP (axum + rmcp) or
 //!   stdio, health and metrics endpoints, per-caller rate limits
-//!   (`server::rate_limit`), graceful shutdown.
+//!   (`server::rate_limit`), graceful shutdown, and the workbench at `/ui`
+//!   with `--ui` (`server/ui.rs`, its page in `ui/`).
 //! - [`audit`] — the audit log: an entry per tool call, written off the
 //!   call path in batches to `sqlmcp_audit.calls` (as an insert-only role)
 //!   and as JSON lines, with a disk spool while the table is unreachable.

@@ -23,6 +23,7 @@
 
 mod flags;
 mod json_lines;
+pub mod recent;
 mod spool;
 mod writer;
 
@@ -277,10 +278,12 @@ pub fn error_class(err: &ToolError) -> &'static str {
 )]
 pub struct Refused(String);
 
-/// Hands entries to the writer; off when nothing is audited.
+/// Hands entries to the writer, and to the ring of recent calls when there
+/// is one; off when neither is on.
 #[derive(Default)]
 pub struct Auditor {
     inner: Option<Inner>,
+    recent: Option<Arc<recent::RecentCalls>>,
 }
 
 struct Inner {
@@ -310,6 +313,7 @@ impl Auditor {
         let writer = writer::Writer::open(settings, app_role, storable.clone()).await?;
         let task = tokio::spawn(writer.run(entries, stop.clone()));
         Ok(Auditor {
+            recent: None,
             inner: Some(Inner {
                 queue,
                 storable,
@@ -320,14 +324,34 @@ impl Auditor {
         })
     }
 
+    /// Also keeps every ended call in `recent` (the workbench's list).
+    pub fn with_recent(mut self, recent: Option<Arc<recent::RecentCalls>>) -> Auditor {
+        self.recent = recent;
+        self
+    }
+
+    /// The ring of recent calls, when there is one.
+    pub fn recent(&self) -> Option<&recent::RecentCalls> {
+        self.recent.as_deref()
+    }
+
     /// Takes the queue place of a call about to run, with its `entry` (made
-    /// only when auditing is on), or refuses the call when it fails closed
+    /// only when auditing or the ring of recent calls is on), or refuses the call when it fails closed
     /// and the audit log cannot store entries now (the refusal is itself
     /// recorded, as far as it can be).
     pub async fn begin(&self, entry: impl FnOnce() -> Entry) -> Result<Pending, Refused> {
         let started = Instant::now();
+        let recent = self.recent.clone();
         let Some(inner) = &self.inner else {
-            return Ok(Pending::off());
+            return Ok(match recent {
+                None => Pending::off(),
+                Some(_) => Pending {
+                    permit: None,
+                    entry: Some(entry()),
+                    recent,
+                    started,
+                },
+            });
         };
         let entry = entry();
         let permit = inner.queue.clone().reserve_owned().await.ok();
@@ -337,7 +361,9 @@ impl Auditor {
                 writer::count("dropped", 1);
             }
             return Ok(Pending {
-                slot: permit.map(|permit| (permit, entry)),
+                permit,
+                entry: Some(entry),
+                recent,
                 started,
             });
         }
@@ -345,7 +371,9 @@ impl Auditor {
         metrics::counter!("sqlmcp_audit_refused_calls_total").increment(1);
         tracing::warn!(tool = %entry.tool, "refused a call: the audit log cannot store entries");
         let mut pending = Pending {
-            slot: permit.map(|permit| (permit, entry)),
+            permit,
+            entry: Some(entry),
+            recent,
             started,
         };
         pending.end(
@@ -373,17 +401,23 @@ impl Auditor {
     }
 }
 
-/// A call's place in the queue, with its entry so far; sent when the call
+/// A call's place in the queue (none when the queue is closed, or only the
+/// ring of recent calls is on), with its entry so far; sent when the call
 /// ends. A call dropped before it ended is recorded as interrupted.
 pub struct Pending {
-    slot: Option<(mpsc::OwnedPermit<Entry>, Entry)>,
+    permit: Option<mpsc::OwnedPermit<Entry>>,
+    /// `None` once sent, or when nothing records calls.
+    entry: Option<Entry>,
+    recent: Option<Arc<recent::RecentCalls>>,
     started: Instant,
 }
 
 impl Pending {
     fn off() -> Pending {
         Pending {
-            slot: None,
+            permit: None,
+            entry: None,
+            recent: None,
             started: Instant::now(),
         }
     }
@@ -397,7 +431,7 @@ impl Pending {
         cached: bool,
         visible: Option<Visible>,
     ) {
-        if let (Some((_, entry)), Some(visible)) = (&mut self.slot, visible) {
+        if let (Some(entry), Some(visible)) = (&mut self.entry, visible) {
             entry.stores = visible;
         }
         self.end(Outcome::Ok, None, rows, Some(answer_bytes(result)), cached);
@@ -422,7 +456,7 @@ impl Pending {
         bytes: Option<u64>,
         cached: bool,
     ) {
-        let Some((permit, mut entry)) = self.slot.take() else {
+        let Some(mut entry) = self.entry.take() else {
             return;
         };
         entry.outcome = outcome;
@@ -431,7 +465,12 @@ impl Pending {
         entry.bytes = bytes;
         entry.cached = cached;
         entry.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        permit.send(entry);
+        if let Some(recent) = &self.recent {
+            recent.push(&entry);
+        }
+        if let Some(permit) = self.permit.take() {
+            permit.send(entry);
+        }
     }
 }
 

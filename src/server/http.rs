@@ -1,6 +1,7 @@
 //! The HTTP routes: `/mcp` (behind caller authentication, a guard on its
 //! request bodies and a check of the protocol version it names),
-//! `/healthz`, `/readyz` and `/metrics`.
+//! `/healthz`, `/readyz` and `/metrics`; and the workbench at `/ui` with
+//! `--ui` (`ui.rs`).
 //!
 //! MCP 2026-07-28 requests pass through sqlmcp's own layers untouched: its
 //! headers (`MCP-Protocol-Version`, `Mcp-Method`, `Mcp-Name`) are no
@@ -79,9 +80,19 @@ pub fn router(settings: &Settings, state: Arc<State>, cancel: CancellationToken)
         ))
         .merge(protected_resource(&settings.authenticator))
         .merge(main_metrics(settings, state.clone()))
+        .merge(workbench(settings, state.clone()))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(state)
+}
+
+/// `/ui` with `--ui`; nothing otherwise (a 404).
+fn workbench(settings: &Settings, state: Arc<State>) -> axum::Router<Arc<State>> {
+    if settings.ui {
+        super::ui::router(settings, state)
+    } else {
+        axum::Router::new()
+    }
 }
 
 /// `/metrics` on the main address: not when it has an address of its own,
@@ -156,7 +167,7 @@ fn protected_resource(authenticator: &Authenticator) -> axum::Router<Arc<State>>
 }
 
 /// Puts the caller's verified identity into the request, or answers 401.
-async fn authenticate(
+pub(super) async fn authenticate(
     Extract(authenticator): Extract<Arc<Authenticator>>,
     mut request: Request,
     next: Next,

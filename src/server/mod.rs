@@ -21,6 +21,7 @@ mod progress;
 pub mod rate_limit;
 pub mod result_cache;
 mod strict_json;
+mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -89,6 +90,8 @@ pub struct Settings {
     pub audit: crate::audit::Settings,
     /// Per-caller rate limits and concurrency caps; none by default.
     pub rate_limits: rate_limit::Settings,
+    /// Serve the workbench at `/ui` (and keep the recent calls it lists).
+    pub ui: bool,
 }
 
 /// `/metrics` shows every tenant's calls and latencies: it may move to an
@@ -174,7 +177,14 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
     )?);
     let stopping = CancellationToken::new();
     databases.monitor(stopping.clone());
-    let audit = crate::audit::Auditor::start(&settings.audit, settings.database.get_user()).await?;
+    let recent = settings.ui.then(|| {
+        Arc::new(crate::audit::recent::RecentCalls::new(
+            crate::audit::recent::CAPACITY,
+        ))
+    });
+    let audit = crate::audit::Auditor::start(&settings.audit, settings.database.get_user())
+        .await?
+        .with_recent(recent);
     if let Some(embedder) = settings.embedder.clone() {
         // Load the model while the server already answers; the first call
         // that needs it waits for this same load.

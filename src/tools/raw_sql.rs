@@ -175,7 +175,25 @@ impl NamesCache {
         {
             return Ok(verdict);
         }
-        let (checked, names) = match sql_policy::check(text, &names.names) {
+        let (checked, names) = self.judge(client, text, names).await?;
+        let verdict = Arc::new(Verdict {
+            sql: checked.map_err(|violation| rejected(violation.to_string()))?,
+            generation: names.generation,
+            columns: std::sync::OnceLock::new(),
+        });
+        self.verdicts.insert(text.to_owned(), verdict.clone()).await;
+        Ok(verdict)
+    }
+
+    /// The policy's verdict on `text` against `names`, or against fresh
+    /// names once if a name is unknown (perhaps created since).
+    async fn judge(
+        &self,
+        client: &impl GenericClient,
+        text: &str,
+        names: Names,
+    ) -> Result<(Result<ReadOnlySql, sql_policy::Violation>, Names), ToolError> {
+        Ok(match sql_policy::check(text, &names.names) {
             Err(violation) if violation.unknown_name => {
                 let fresh = self.get(client, true).await?;
                 if fresh.generation == names.generation {
@@ -186,14 +204,29 @@ impl NamesCache {
                 }
             }
             other => (other, names),
-        };
-        let verdict = Arc::new(Verdict {
-            sql: checked.map_err(|violation| rejected(violation.to_string()))?,
-            generation: names.generation,
-            columns: std::sync::OnceLock::new(),
-        });
-        self.verdicts.insert(text.to_owned(), verdict.clone()).await;
-        Ok(verdict)
+        })
+    }
+
+    /// What the policy would say of `query` as `execute_sales_query`'s
+    /// argument, without running it: the workbench shows it before a run.
+    /// The database is asked only for the names of its catalogue (when
+    /// those kept are older than a minute), never for data.
+    pub async fn preview(
+        &self,
+        client: &impl GenericClient,
+        query: &str,
+    ) -> Result<Result<(), sql_policy::Violation>, ToolError> {
+        let argument = Args::parse(json!({ "postgresql_query": query }));
+        if let Err(ToolError::InvalidArgument { rule, .. }) = argument {
+            return Ok(Err(sql_policy::Violation {
+                rule,
+                position: None,
+                unknown_name: false,
+            }));
+        }
+        let names = self.get(client, false).await?;
+        let (checked, _) = self.judge(client, query, names).await?;
+        Ok(checked.map(|_| ()))
     }
 }
 

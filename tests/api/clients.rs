@@ -126,7 +126,7 @@ fn installed(relative: &str) -> PathBuf {
 
 /// The Node.js that runs the TypeScript clients and the suite, once their
 /// packages are where the committed programs import them from.
-fn node() -> PathBuf {
+pub(crate) fn node() -> PathBuf {
     let node = installed("bin/node");
     installed("node/node_modules/@modelcontextprotocol");
     assert!(
@@ -142,7 +142,7 @@ fn program(name: &str) -> PathBuf {
 
 /// Runs `command` to its end within [`RUN_LIMIT`]; its stdout, or a panic
 /// that shows what it said.
-async fn run_to_end(what: &str, command: &mut tokio::process::Command) -> String {
+pub(crate) async fn run_to_end(what: &str, command: &mut tokio::process::Command) -> String {
     let output = tokio::time::timeout(RUN_LIMIT, command.kill_on_drop(true).output())
         .await
         .unwrap_or_else(|_| panic!("{what}: no answer within {RUN_LIMIT:?}"))

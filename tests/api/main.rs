@@ -32,3 +32,4 @@ mod seed;
 mod semantic;
 mod stdio;
 mod tools;
+mod ui;

@@ -95,6 +95,7 @@ pub fn settings_for(database: tokio_postgres::Config) -> Settings {
         metrics: Default::default(),
         audit: Default::default(),
         rate_limits: Default::default(),
+        ui: false,
     }
 }
 
