@@ -91,7 +91,10 @@ mod tests {
     #[test]
     fn opens_after_the_threshold_and_lets_one_trial_through_after_the_cool_down() {
         let breaker = Breaker::new(3, Duration::from_millis(50));
-        assert!(FIRST_COOL_DOWN > Duration::from_millis(50), "the test's cool-down is the cap");
+        assert!(
+            FIRST_COOL_DOWN > Duration::from_millis(50),
+            "the test's cool-down is the cap"
+        );
         for _ in 0..2 {
             assert!(breaker.admit().is_ok());
             breaker.failed();
@@ -129,11 +132,17 @@ mod tests {
         let expected = [500, 1000, 2000, 4000, 5000, 5000];
         for (cool_down, ms) in cool_downs.iter().zip(expected) {
             let ms = Duration::from_millis(ms);
-            assert!(*cool_down <= ms && *cool_down + Duration::from_millis(50) > ms, "{cool_downs:?}");
+            assert!(
+                *cool_down <= ms && *cool_down + Duration::from_millis(50) > ms,
+                "{cool_downs:?}"
+            );
         }
         breaker.succeeded();
         breaker.failed();
-        assert!(breaker.admit().unwrap_err().retry_in <= FIRST_COOL_DOWN, "a success starts over");
+        assert!(
+            breaker.admit().unwrap_err().retry_in <= FIRST_COOL_DOWN,
+            "a success starts over"
+        );
     }
 
     #[test]

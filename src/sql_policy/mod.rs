@@ -177,6 +177,23 @@ fn refused_node(kind: &str) -> Option<&'static str> {
 
 /// Checks `sql` against the policy.
 pub fn check(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation> {
+    check_bytes(sql, names).map_err(|mut violation| {
+        violation.position = violation.position.map(|byte| character_position(sql, byte));
+        violation
+    })
+}
+
+/// The 1-based character position of the 1-based byte position `byte` in
+/// `sql` (libpg_query counts bytes, PostgreSQL and people characters).
+fn character_position(sql: &str, byte: usize) -> usize {
+    let before = byte.saturating_sub(1).min(sql.len());
+    sql.char_indices()
+        .take_while(|(at, _)| *at < before)
+        .count()
+        + 1
+}
+
+fn check_bytes(sql: &str, names: &DatabaseNames) -> Result<ReadOnlySql, Violation> {
     check_identifiers(sql)?;
     let parsed = match pg_query::parse(sql, pg_query::ParserOptions::default()) {
         Ok(parsed) => parsed,

@@ -118,3 +118,17 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_refusal_points_at_the_character_not_the_byte_after_non_ascii_text() {
+    for sql in [
+        "SELECT 'crème brûlée' AS dessert, pg_sleep(1)",
+        "SELECT '日本語のテキスト' AS t, pg_sleep(1)",
+        "SELECT pg_sleep(1)",
+    ] {
+        let violation = check(sql, &names()).unwrap_err();
+        let at = sql.find("pg_sleep").unwrap();
+        let expected = sql[..at].chars().count() + 1;
+        assert_eq!(violation.position, Some(expected), "{sql}: {violation}");
+    }
+}
