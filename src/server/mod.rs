@@ -20,6 +20,7 @@ mod metrics;
 mod progress;
 pub mod rate_limit;
 pub mod result_cache;
+pub mod shared;
 mod strict_json;
 
 use std::future::Future;
@@ -84,6 +85,9 @@ pub struct Settings {
     pub audit: crate::audit::Settings,
     /// Per-caller rate limits and concurrency caps; none by default.
     pub rate_limits: rate_limit::Settings,
+    /// Share the result cache and rate limits through Redis; `None`: each
+    /// instance keeps its own.
+    pub redis: Option<shared::Settings>,
 }
 
 /// `/metrics` shows every tenant's calls and latencies: it may move to an
@@ -159,6 +163,11 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
             let _ = embedder.warm_up().await;
         });
     }
+    let stopping = CancellationToken::new();
+    let redis = match &settings.redis {
+        Some(redis) => Some(shared::Redis::start(redis, stopping.clone()).await?),
+        None => None,
+    };
     Ok(Arc::new(State {
         pool,
         default_caller: settings.default_caller.clone().map(Arc::new),
@@ -170,10 +179,12 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         instructions: crate::tools::instructions(),
         sql_names: Default::default(),
         embedder: settings.embedder.clone(),
-        result_cache: settings.result_cache.map(result_cache::ResultCache::new),
+        result_cache: settings
+            .result_cache
+            .map(|cache| result_cache::ResultCache::new(cache, redis.clone())),
         audit,
-        rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()),
-        stopping: CancellationToken::new(),
+        rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()).shared_through(redis),
+        stopping,
     }))
 }
 

@@ -27,5 +27,6 @@ mod rls;
 mod round_trips;
 mod seed;
 mod semantic;
+mod shared_state;
 mod stdio;
 mod tools;

@@ -16,6 +16,7 @@ use sqlmcp::{backfill, db, migrate, seed};
 use tokio_postgres::Config;
 
 pub mod process;
+pub mod redis_server;
 pub mod server;
 
 pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";

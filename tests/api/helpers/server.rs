@@ -88,6 +88,7 @@ pub fn settings(db: &TestDb) -> Settings {
         metrics: Default::default(),
         audit: Default::default(),
         rate_limits: Default::default(),
+        redis: None,
     }
 }
 
