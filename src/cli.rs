@@ -203,7 +203,7 @@ struct ServeArgs {
     #[command(flatten)]
     rate_limits: server::rate_limit::Flags,
     #[command(flatten)]
-    redis: server::shared::Flags,
+    redis: server::shared::RedisFlags,
     /// Log format (logs go to stderr).
     #[arg(long, env = "SQLMCP_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,

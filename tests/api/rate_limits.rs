@@ -386,7 +386,10 @@ async fn a_caller_at_the_cap_is_refused_until_a_call_ends_even_by_the_caller_lea
 }
 
 /// Calls until `attempt` gives an answer, for at most `within`.
-async fn poll<T>(within: Duration, mut attempt: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+pub(crate) async fn poll<T>(
+    within: Duration,
+    mut attempt: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let started = Instant::now();
     while started.elapsed() < within {
         if let Some(answer) = attempt().await {

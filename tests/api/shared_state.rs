@@ -15,8 +15,8 @@ use sqlmcp::server::{result_cache, shared};
 use crate::helpers::process::ServeProcess;
 use crate::helpers::redis_server::RedisServer;
 use crate::helpers::server::{TestApp, call, client, spawn_app_with, text};
-use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb, url_of};
-use crate::rate_limits::{Mcp, limits};
+use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TableLock, TestDb, url_of};
+use crate::rate_limits::{Mcp, limits, poll};
 
 /// A cheap tool that every caller may call and the cache does not keep.
 const CLOCK: &str = "get_current_utc_date";
@@ -140,6 +140,63 @@ async fn instances_sharing_redis_share_each_callers_bucket() {
             "a caller in clear: {key}"
         );
     }
+}
+
+/// With `--max-concurrent-calls 1`, a caller's call running on one instance
+/// keeps their next call on the other out until it ends; another caller is
+/// not kept out.
+#[tokio::test]
+async fn a_call_running_on_one_instance_counts_against_the_cap_on_another() {
+    let redis = RedisServer::start().await;
+    let (db, a, b) = two_instances(
+        &redis,
+        &["--max-concurrent-calls", "1"],
+        Duration::from_secs(5),
+    )
+    .await;
+    let (a, b) = (Mcp::of(&a), Mcp::of(&b));
+    // a call that reads products waits for the lock
+    let lock = TableLock::take(&db, "retail.products").await;
+    let running = tokio::spawn(async move {
+        a.call(
+            SEATTLE,
+            1,
+            "product_details",
+            json!({"sku": "PWR-DRL-1001"}),
+        )
+        .await
+    });
+    let refused = poll(Duration::from_secs(10), async || {
+        let answer = b.call(SEATTLE, 2, CLOCK, json!({})).await;
+        answer.refusal().filter(|_| answer.status == 429)
+    })
+    .await
+    .expect("the call running on A keeps Seattle's next call on B out");
+    assert!(
+        refused.starts_with("concurrency limit: this server allows 1 call at once per caller"),
+        "{refused}"
+    );
+    let other = b.call(REDMOND, 3, CLOCK, json!({})).await;
+    assert_eq!(other.refusal(), None, "{}", other.body);
+    assert!(
+        keys(&redis)
+            .await
+            .iter()
+            .any(|key| key.ends_with(":all_tools:leases")),
+        "the running call holds a lease"
+    );
+    lock.release().await;
+    let ran = running.await.unwrap();
+    assert_eq!(ran.refusal(), None, "{}", ran.body);
+    let freed = poll(Duration::from_secs(10), async || {
+        b.call(SEATTLE, 4, CLOCK, json!({}))
+            .await
+            .refusal()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(freed.is_some(), "the lease went when the call ended");
 }
 
 /// `product_details` for the drill: its price and the units in stock in

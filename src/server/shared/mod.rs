@@ -41,7 +41,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
 /// `sqlmcp serve --redis-url`.
 #[derive(clap::Args, Debug, Clone, Default)]
-pub struct Flags {
+pub struct RedisFlags {
     /// Share the result cache and the rate limits with the other instances
     /// that use this Redis: redis://[:PASSWORD@]HOST[:PORT][/DB]. While it
     /// is unreachable, each instance uses its own (see README, "Several
@@ -50,7 +50,7 @@ pub struct Flags {
     redis_url: Option<Secret>,
 }
 
-impl Flags {
+impl RedisFlags {
     pub fn settings(&self) -> Result<Option<Settings>> {
         self.redis_url
             .as_ref()
