@@ -164,10 +164,9 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         });
     }
     let stopping = CancellationToken::new();
-    let redis = match &settings.redis {
-        Some(redis) => Some(shared::Redis::start(redis, stopping.clone()).await?),
-        None => None,
-    };
+    let rate_limits = rate_limit::Limiter::new(settings.rate_limits.clone());
+    let sharing = settings.result_cache.is_some() || rate_limits.is_on();
+    let redis = shared::Redis::start_for(settings.redis.as_ref(), sharing, &stopping).await?;
     Ok(Arc::new(State {
         pool,
         default_caller: settings.default_caller.clone().map(Arc::new),
@@ -183,7 +182,7 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
             .result_cache
             .map(|cache| result_cache::ResultCache::new(cache, redis.clone())),
         audit,
-        rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()).shared_through(redis),
+        rate_limits: rate_limits.shared_through(redis),
         stopping,
     }))
 }

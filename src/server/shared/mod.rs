@@ -73,12 +73,17 @@ pub struct Settings {
 impl Settings {
     /// A `redis://` URL; a clear error for anything else.
     pub fn parse(url: &str) -> Result<Settings> {
-        let info = redis::IntoConnectionInfo::into_connection_info(url).map_err(|err| {
-            anyhow::anyhow!(
-                "--redis-url: not a Redis URL ({}): expected redis://[:PASSWORD@]HOST[:PORT][/DB]",
-                err.detail().unwrap_or("it does not parse")
-            )
-        })?;
+        const EXPECTED: &str = "expected redis://[:PASSWORD@]HOST[:PORT][/DB]";
+        let parsed = url::Url::parse(url)
+            .map_err(|err| anyhow::anyhow!("--redis-url: not a URL ({err}): {EXPECTED}"))?;
+        if parsed.scheme() != "redis" {
+            anyhow::bail!(
+                "--redis-url: the scheme is `{}`, not `redis` (TLS is not built in): {EXPECTED}",
+                parsed.scheme()
+            );
+        }
+        let info = redis::IntoConnectionInfo::into_connection_info(url)
+            .map_err(|err| anyhow::anyhow!("--redis-url: not a Redis URL ({err}): {EXPECTED}"))?;
         let server = match info.addr() {
             redis::ConnectionAddr::Tcp(host, port) => format!("{host}:{port}"),
             other => other.to_string(),
@@ -88,11 +93,6 @@ impl Settings {
             shown: redacted(url),
             server,
         })
-    }
-
-    /// The URL without its password, for logs.
-    pub fn shown(&self) -> &str {
-        &self.shown
     }
 }
 
@@ -118,6 +118,26 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// [`Redis::start`] when `settings` name a Redis and there is something
+    /// to `share` (a result cache or a rate limit); a warning when there is not.
+    pub async fn start_for(
+        settings: Option<&Settings>,
+        share: bool,
+        stopping: &CancellationToken,
+    ) -> Result<Option<Arc<Redis>>> {
+        match settings {
+            Some(settings) if share => Ok(Some(Redis::start(settings, stopping.clone()).await?)),
+            Some(settings) => {
+                tracing::warn!(
+                    redis = %settings.shown,
+                    "--redis-url has nothing to share: neither --result-cache-ttl-ms nor a rate limit is set"
+                );
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
     /// Connects in the background: a Redis that is unreachable now is
     /// warned about and used once it is reachable. Probes until `stopping`.
     pub async fn start(settings: &Settings, stopping: CancellationToken) -> Result<Arc<Redis>> {
@@ -266,15 +286,21 @@ mod tests {
     #[test]
     fn a_url_is_checked_and_shown_without_its_password() {
         let settings = Settings::parse("redis://:hunter2@127.0.0.1:6380/2").unwrap();
-        assert_eq!(settings.shown(), "redis://:***@127.0.0.1:6380/2");
+        assert_eq!(settings.shown, "redis://:***@127.0.0.1:6380/2");
         assert_eq!(settings.server, "127.0.0.1:6380");
         assert!(!format!("{settings:?}").contains("hunter2"));
         let plain = Settings::parse("redis://cache.internal").unwrap();
         assert_eq!(plain.server, "cache.internal:6379");
         let err = Settings::parse("http://cache.internal").unwrap_err();
         assert!(
-            err.to_string().starts_with("--redis-url: not a Redis URL"),
+            err.to_string()
+                .starts_with("--redis-url: the scheme is `http`, not `redis`"),
             "{err}"
+        );
+        let err = Settings::parse("redis://:hunter2@cache.internal:99999").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "--redis-url: not a URL (invalid port number): expected redis://[:PASSWORD@]HOST[:PORT][/DB]"
         );
     }
 
