@@ -224,6 +224,8 @@ struct ServeArgs {
     metrics_token: Option<Secret>,
     #[command(flatten)]
     rate_limits: server::rate_limit::Flags,
+    #[command(flatten)]
+    redis: server::shared::RedisFlags,
     /// Log format (logs go to stderr).
     #[arg(long, env = "SQLMCP_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -518,6 +520,7 @@ async fn run_serve(args: ServeArgs) -> Result<()> {
             token: args.metrics_token.clone(),
         },
         rate_limits: args.rate_limits.settings()?,
+        redis: args.redis.settings()?,
         embedder: args.embedding.build()?,
         result_cache: (args.result_cache_ttl_ms > 0).then(|| server::result_cache::Settings {
             ttl: std::time::Duration::from_millis(args.result_cache_ttl_ms),

@@ -53,6 +53,11 @@ pub struct Args {
     /// Database connections of the server.
     #[arg(long, default_value_t = 16)]
     pool_size: usize,
+    /// Milliseconds a call may wait for a connection. The run measures
+    /// faults, not saturation: 64 clients on 16 connections queue, and the
+    /// server's default (5 s) would turn a long queue into "busy" errors.
+    #[arg(long, default_value_t = 30_000)]
+    pool_wait_ms: u64,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -179,12 +184,15 @@ pub async fn run(args: Args) -> Result<()> {
     let mut provider = Provider::start(&model).await?;
     drop(model);
     let pool_size = args.pool_size.to_string();
+    let pool_wait = args.pool_wait_ms.to_string();
     let provider_url = provider.url();
     let server = Server::start(
         args.app_database_url.expose(),
         &[
             "--pool-size",
             &pool_size,
+            "--pool-wait-ms",
+            &pool_wait,
             "--embedding-provider",
             "openai",
             "--embedding-url",
@@ -354,6 +362,7 @@ pub async fn run(args: Args) -> Result<()> {
         "clients": args.clients,
         "seconds": args.seconds,
         "pool_size": args.pool_size,
+        "pool_wait_ms": args.pool_wait_ms,
         "workload": "mix: top_products, revenue_by_month, product_details, execute_sales_query, semantic_search_products; callers rotate",
         "events": events,
         "phases": report_phases,

@@ -255,7 +255,7 @@ impl Handler {
     /// Whether `caller` may call `tool` now: a caller is named, their scopes
     /// allow the tool, and their rate limits let one more call in. A
     /// refusal says why, with the audit log's class for it.
-    fn gate(
+    async fn gate(
         &self,
         caller: Option<Arc<Caller>>,
         tool: &str,
@@ -283,6 +283,7 @@ impl Handler {
             .state
             .rate_limits
             .admit(&caller, tool)
+            .await
             .map_err(|refused| (refused.to_string(), refused.audit_class()))?;
         Ok((caller, permit))
     }
@@ -540,7 +541,7 @@ impl Handler {
             }
         };
         // the permit is held until the call has ended, however it ends
-        let (caller, _permit) = match self.gate(caller, name) {
+        let (caller, _permit) = match self.gate(caller, name).await {
             Ok(admitted) => admitted,
             Err((refusal, class)) => {
                 super::metrics::record_call(name, "refused", started.elapsed());

@@ -20,6 +20,7 @@ mod metrics;
 mod progress;
 pub mod rate_limit;
 pub mod result_cache;
+pub mod shared;
 mod strict_json;
 mod ui;
 
@@ -92,6 +93,9 @@ pub struct Settings {
     pub rate_limits: rate_limit::Settings,
     /// Serve the workbench at `/ui` (and keep the recent calls it lists).
     pub ui: bool,
+    /// Share the result cache and rate limits through Redis; `None`: each
+    /// instance keeps its own.
+    pub redis: Option<shared::Settings>,
 }
 
 /// `/metrics` shows every tenant's calls and latencies: it may move to an
@@ -192,6 +196,10 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
             let _ = embedder.warm_up().await;
         });
     }
+    let stopping = CancellationToken::new();
+    let rate_limits = rate_limit::Limiter::new(settings.rate_limits.clone());
+    let sharing = settings.result_cache.is_some() || rate_limits.is_on();
+    let redis = shared::Redis::start_for(settings.redis.as_ref(), sharing, &stopping).await?;
     Ok(Arc::new(State {
         databases,
         default_caller: settings.default_caller.clone().map(Arc::new),
@@ -203,9 +211,11 @@ async fn connect(settings: &Settings) -> Result<Arc<State>> {
         instructions: crate::tools::instructions(),
         sql_names: Default::default(),
         embedder: settings.embedder.clone(),
-        result_cache: settings.result_cache.map(result_cache::ResultCache::new),
+        result_cache: settings
+            .result_cache
+            .map(|cache| result_cache::ResultCache::new(cache, redis.clone())),
         audit,
-        rate_limits: rate_limit::Limiter::new(settings.rate_limits.clone()),
+        rate_limits: rate_limits.shared_through(redis),
         stopping,
     }))
 }

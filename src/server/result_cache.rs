@@ -8,6 +8,14 @@
 //! may be that much older than the data. Only successful answers are kept.
 //! Concurrent calls with the same key wait for one database query instead
 //! of each running their own.
+//!
+//! With `--redis-url`, answers are also shared with the other instances
+//! ([`super::shared::cache`]): a miss here asks Redis before the database,
+//! and an answer the database gave is stored there too. This cache stays in
+//! front of Redis: a hit here costs no round trip, concurrent calls still
+//! wait for one query, and it serves alone while Redis is down. An answer
+//! that came from Redis is kept here only for the life it had left there,
+//! so no instance serves an answer older than the TTL.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +23,7 @@ use std::time::Duration;
 use rmcp::model::CallToolResult;
 use serde_json::Value;
 
+use super::shared::cache::SharedAnswers;
 use crate::caller::Grant;
 use crate::tools::ToolError;
 
@@ -63,22 +72,55 @@ pub enum Lookup {
     Miss,
 }
 
+/// An answer as this cache keeps it.
+#[derive(Clone)]
+struct Kept {
+    answer: Arc<Answer>,
+    /// How long it is kept: the TTL, or what it had left in Redis.
+    life: Duration,
+    /// It came from another instance, through Redis.
+    shared: bool,
+}
+
+/// Each entry lives for its own [`Kept::life`].
+struct Life;
+
+impl moka::Expiry<Key, Kept> for Life {
+    fn expire_after_create(
+        &self,
+        _key: &Key,
+        kept: &Kept,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(kept.life)
+    }
+}
+
 pub struct ResultCache {
-    entries: moka::future::Cache<Key, Arc<Answer>>,
+    entries: moka::future::Cache<Key, Kept>,
+    ttl: Duration,
+    shared: Option<SharedAnswers>,
 }
 
 impl ResultCache {
-    pub fn new(settings: Settings) -> ResultCache {
+    /// A cache of this instance's own, sharing through `redis` when given.
+    pub fn new(settings: Settings, redis: Option<Arc<super::shared::Redis>>) -> ResultCache {
         let entries = moka::future::Cache::builder()
-            .time_to_live(settings.ttl)
+            .expire_after(Life)
             .max_capacity(settings.max_bytes)
-            .weigher(|key: &Key, answer: &Arc<Answer>| {
-                let bytes =
-                    key.tool.len() + key.arguments.len() + key.grant.weight() + answer.weight();
+            .weigher(|key: &Key, kept: &Kept| {
+                let bytes = key.tool.len()
+                    + key.arguments.len()
+                    + key.grant.weight()
+                    + kept.answer.weight();
                 u32::try_from(bytes).unwrap_or(u32::MAX)
             })
             .build();
-        ResultCache { entries }
+        ResultCache {
+            entries,
+            ttl: settings.ttl,
+            shared: redis.map(|redis| SharedAnswers::new(redis, settings.ttl)),
+        }
     }
 
     /// The kept answer to `tool(arguments)` for `grant`, or `answer()`'s,
@@ -98,18 +140,42 @@ impl ResultCache {
             arguments: canonical(arguments),
             grant: grant.clone(),
         };
+        let shared = self
+            .shared
+            .as_ref()
+            .map(|shared| (shared, SharedAnswers::key(tool, &key.arguments, grant)));
+        let ttl = self.ttl;
         let entry = self
             .entries
             .entry(key)
-            .or_try_insert_with(async { answer.await.map(Arc::new) })
+            .or_try_insert_with(async {
+                if let Some((shared, key)) = &shared
+                    && let Some((answer, left)) = shared.get(key).await
+                {
+                    return Ok(Kept {
+                        answer: Arc::new(answer),
+                        life: left,
+                        shared: true,
+                    });
+                }
+                let answer = answer.await?;
+                if let Some((shared, key)) = &shared {
+                    shared.put(key, &answer).await;
+                }
+                Ok(Kept {
+                    answer: Arc::new(answer),
+                    life: ttl,
+                    shared: false,
+                })
+            })
             .await
-            .map_err(|err| (*err).clone())?;
-        let lookup = if entry.is_fresh() {
+            .map_err(|err: Arc<ToolError>| (*err).clone())?;
+        let lookup = if entry.is_fresh() && !entry.value().shared {
             Lookup::Miss
         } else {
             Lookup::Hit
         };
-        Ok((entry.into_value(), lookup))
+        Ok((entry.into_value().answer, lookup))
     }
 }
 

@@ -30,6 +30,7 @@ mod round_trips;
 mod scale_out;
 mod seed;
 mod semantic;
+mod shared_state;
 mod stdio;
 mod tools;
 mod ui;

@@ -26,7 +26,7 @@ use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TableLock, TestDb};
 const RAW_SQL: &str = "execute_sales_query";
 
 /// The limits that these command-line flags set.
-fn limits(flags: &[&str]) -> rate_limit::Settings {
+pub(crate) fn limits(flags: &[&str]) -> rate_limit::Settings {
     #[derive(clap::Parser)]
     struct Serve {
         #[command(flatten)]
@@ -42,16 +42,16 @@ fn limits(flags: &[&str]) -> rate_limit::Settings {
 
 /// What the server answered a `tools/call` POST: status, `Retry-After`,
 /// and the JSON-RPC body.
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     retry_after: Option<String>,
-    body: Value,
+    pub(crate) body: Value,
 }
 
 impl Answer {
     /// The refusal's message, at the door (429) or from the handler (a tool
     /// error); `None` for a call that ran.
-    fn refusal(&self) -> Option<String> {
+    pub(crate) fn refusal(&self) -> Option<String> {
         match self.status {
             429 => Some(self.body["error"]["message"].as_str()?.to_owned()),
             _ if self.body["result"]["isError"] == true => Some(
@@ -67,13 +67,13 @@ impl Answer {
 /// Plain HTTP to a server's `/mcp`, through one client: making a client
 /// costs far more than a call.
 #[derive(Clone)]
-struct Mcp {
+pub(crate) struct Mcp {
     http: reqwest::Client,
     url: String,
 }
 
 impl Mcp {
-    fn of(app: &TestApp) -> Mcp {
+    pub(crate) fn of(app: &TestApp) -> Mcp {
         Mcp {
             http: reqwest::Client::new(),
             url: app.url.clone(),
@@ -101,7 +101,7 @@ impl Mcp {
     }
 
     /// `tools/call` as `caller`: what the server answered.
-    async fn call(&self, caller: &str, id: u64, tool: &str, arguments: Value) -> Answer {
+    pub(crate) async fn call(&self, caller: &str, id: u64, tool: &str, arguments: Value) -> Answer {
         let response = self
             .request(caller, id, tool, arguments)
             .send()
@@ -120,7 +120,7 @@ impl Mcp {
         }
     }
 
-    async fn metrics(&self) -> String {
+    pub(crate) async fn metrics(&self) -> String {
         let url = self.url.replace("/mcp", "/metrics");
         let response = self.http.get(url).send().await.unwrap();
         response.text().await.unwrap()
@@ -386,7 +386,10 @@ async fn a_caller_at_the_cap_is_refused_until_a_call_ends_even_by_the_caller_lea
 }
 
 /// Calls until `attempt` gives an answer, for at most `within`.
-async fn poll<T>(within: Duration, mut attempt: impl AsyncFnMut() -> Option<T>) -> Option<T> {
+pub(crate) async fn poll<T>(
+    within: Duration,
+    mut attempt: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
     let started = Instant::now();
     while started.elapsed() < within {
         if let Some(answer) = attempt().await {

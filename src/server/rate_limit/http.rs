@@ -45,7 +45,7 @@ pub async fn refuse_over_limit(
     if let Ok(call) = serde_json::from_slice::<ToolCall>(&body)
         && call.method == "tools/call"
         && let Some(params) = call.params
-        && let Some(refusal) = state.rate_limits.refusal(&caller, &params.name)
+        && let Some(refusal) = state.rate_limits.refusal(&caller, &params.name).await
     {
         tracing::debug!(tool = %params.name, caller = %caller.principal, error = %refusal, "refused a call at the door");
         return too_many_requests(&refusal, call.id);

@@ -41,9 +41,15 @@
 //! 1/rate seconds); idle entries go when their last call ends, and the rest
 //! on a sweep at most every second. However many distinct callers appear,
 //! the map holds only those of the last few seconds.
+//!
+//! With `--redis-url`, the buckets and running calls live in Redis instead
+//! ([`shared`]), so every instance that shares it enforces one limit per
+//! caller; while Redis is down, each instance enforces the limits alone,
+//! with the map above.
 
 mod http;
 mod settings;
+mod shared;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -283,6 +289,8 @@ pub struct Limiter {
     // One lock: an admission is a lookup and a few comparisons, far shorter
     // than the call it admits.
     callers: Mutex<Callers>,
+    /// The limits every instance shares, while Redis is up.
+    shared: Option<shared::SharedLimits>,
 }
 
 impl Limiter {
@@ -308,7 +316,20 @@ impl Limiter {
                 entries: HashMap::new(),
                 next_sweep: Instant::now() + SWEEP_EVERY,
             }),
+            shared: None,
         }
+    }
+
+    /// Keeps the limits in `redis`, shared with the other instances that
+    /// use it, while it is up.
+    pub fn shared_through(
+        mut self,
+        redis: Option<std::sync::Arc<super::shared::Redis>>,
+    ) -> Limiter {
+        if self.on {
+            self.shared = redis.map(shared::SharedLimits::new);
+        }
+        self
     }
 
     /// Whether any limit is set.
@@ -319,20 +340,54 @@ impl Limiter {
     /// Admits a call of `tool` by `caller`: spends a token of each budget
     /// the call spends and takes a slot, kept until the permit is dropped;
     /// or says which limit refuses it. Nothing is spent when it is refused.
-    pub fn admit(&self, caller: &Caller, tool: &str) -> Result<CallPermit<'_>, Refusal> {
+    pub async fn admit(&self, caller: &Caller, tool: &str) -> Result<CallPermit<'_>, Refusal> {
         if !self.on {
-            return Ok(CallPermit(None));
+            return Ok(CallPermit::free());
         }
-        self.admit_as(&RateKey::from(&caller.principal), &labels(caller), tool)
+        let (key, labels) = (RateKey::from(&caller.principal), labels(caller));
+        if let Some(decision) = self.decide_shared(&key, &labels, tool, true).await {
+            return match decision {
+                shared::Decision::Admitted(lease) => Ok(CallPermit { held: None, lease }),
+                shared::Decision::Refused(refusal) => Err(refusal),
+            };
+        }
+        self.admit_as(&key, &labels, tool)
     }
 
     /// Why a call of `tool` by `caller` would be refused now, without
     /// spending anything.
-    pub fn refusal(&self, caller: &Caller, tool: &str) -> Option<Refusal> {
+    pub async fn refusal(&self, caller: &Caller, tool: &str) -> Option<Refusal> {
         if !self.on {
             return None;
         }
-        self.refusal_as(&RateKey::from(&caller.principal), &labels(caller), tool)
+        let (key, labels) = (RateKey::from(&caller.principal), labels(caller));
+        if let Some(decision) = self.decide_shared(&key, &labels, tool, false).await {
+            return match decision {
+                shared::Decision::Admitted(_) => None,
+                shared::Decision::Refused(refusal) => Some(refusal),
+            };
+        }
+        self.refusal_as(&key, &labels, tool)
+    }
+
+    /// What Redis decides, when limits are shared and it is up; a refusal
+    /// is counted.
+    async fn decide_shared(
+        &self,
+        key: &RateKey,
+        labels: &[&str],
+        tool: &str,
+        spend: bool,
+    ) -> Option<shared::Decision> {
+        let shared = self.shared.as_ref()?;
+        let Some(limits) = self.limits(labels) else {
+            return Some(shared::Decision::Admitted(None));
+        };
+        let decision = shared.decide(key, &limits, Budget::of(tool), spend).await?;
+        if let shared::Decision::Refused(refusal) = &decision {
+            refusal.count();
+        }
+        Some(decision)
     }
 
     /// [`Limiter::admit`] for the caller `key` holding `labels`.
@@ -344,7 +399,7 @@ impl Limiter {
     ) -> Result<CallPermit<'_>, Refusal> {
         let budgets = Budget::of(tool);
         let Some(limits) = self.limits(labels) else {
-            return Ok(CallPermit(None));
+            return Ok(CallPermit::free());
         };
         let now = Instant::now();
         let mut callers = self.lock();
@@ -365,11 +420,14 @@ impl Limiter {
             }
             entry.running[b] += 1;
         }
-        Ok(CallPermit(Some(Held {
-            limiter: self,
-            key: key.clone(),
-            budgets,
-        })))
+        Ok(CallPermit {
+            held: Some(Held {
+                limiter: self,
+                key: key.clone(),
+                budgets,
+            }),
+            lease: None,
+        })
     }
 
     /// [`Limiter::refusal`] for the caller `key` holding `labels`.
@@ -457,12 +515,28 @@ fn check(
 /// A call's slot: released when dropped, however the call ends (finished,
 /// cancelled, past its deadline, or a panic).
 #[must_use = "the slot is released when the permit is dropped"]
-pub struct CallPermit<'a>(Option<Held<'a>>);
+pub struct CallPermit<'a> {
+    /// A slot in this instance's map.
+    held: Option<Held<'a>>,
+    /// A lease in Redis, which dropping it removes.
+    lease: Option<shared::Lease>,
+}
+
+impl CallPermit<'_> {
+    /// A permit that holds nothing: no limit applies.
+    fn free() -> CallPermit<'static> {
+        CallPermit {
+            held: None,
+            lease: None,
+        }
+    }
+}
 
 impl fmt::Debug for CallPermit<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CallPermit")
-            .field("budgets", &self.0.as_ref().map(|held| held.budgets))
+            .field("budgets", &self.held.as_ref().map(|held| held.budgets))
+            .field("shared", &self.lease.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -475,7 +549,7 @@ struct Held<'a> {
 
 impl Drop for CallPermit<'_> {
     fn drop(&mut self) {
-        let Some(held) = self.0.take() else {
+        let Some(held) = self.held.take() else {
             return;
         };
         let now = Instant::now();
@@ -748,8 +822,14 @@ mod tests {
             roles: roles.iter().map(|role| (*role).to_owned()).collect(),
         };
         let allowed = |caller: &Caller| {
+            let key = RateKey::from(&caller.principal);
             (0..5)
-                .take_while(|_| limiter.admit(caller, "top_products").map(drop).is_ok())
+                .take_while(|_| {
+                    limiter
+                        .admit_as(&key, &labels(caller), "top_products")
+                        .map(drop)
+                        .is_ok()
+                })
                 .count()
         };
         assert_eq!(allowed(&caller("1", &[], &["sales:read"])), 1, "global");
@@ -765,7 +845,11 @@ mod tests {
         );
         assert!(
             limiter
-                .refusal(&caller("1", &[], &[]), "top_products")
+                .refusal_as(
+                    &RateKey::from(&caller("1", &[], &[]).principal),
+                    &[],
+                    "top_products"
+                )
                 .is_some()
         );
     }

@@ -18,6 +18,7 @@ use tokio_postgres::Config;
 pub mod balancer;
 pub mod cluster;
 pub mod process;
+pub mod redis_server;
 pub mod server;
 
 pub const HEAD_OFFICE: &str = "00000000-0000-0000-0000-000000000000";

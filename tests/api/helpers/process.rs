@@ -12,6 +12,8 @@ pub struct ServeProcess {
     child: tokio::process::Child,
     /// Where it listens.
     pub address: SocketAddr,
+    /// The lines it logged before it served, as JSON text.
+    pub startup_logs: Vec<String>,
 }
 
 impl ServeProcess {
@@ -32,9 +34,11 @@ impl ServeProcess {
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start {}: {err}", binary.display()));
         let mut logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut startup_logs = Vec::new();
         let address = tokio::time::timeout(Duration::from_secs(30), async {
-            while let Some(line) = logs.next_line().await.unwrap() {
-                let line: Value = serde_json::from_str(&line).unwrap_or_default();
+            while let Some(text) = logs.next_line().await.unwrap() {
+                let line: Value = serde_json::from_str(&text).unwrap_or_default();
+                startup_logs.push(text);
                 if let Some(address) = line["fields"]["address"].as_str() {
                     return address.parse().expect("the logged address");
                 }
@@ -45,7 +49,11 @@ impl ServeProcess {
         .expect("the server starts within 30 s");
         // keep reading the logs so that the server never blocks on them
         tokio::spawn(async move { while let Ok(Some(_)) = logs.next_line().await {} });
-        ServeProcess { child, address }
+        ServeProcess {
+            child,
+            address,
+            startup_logs,
+        }
     }
 
     /// The `sqlmcp` binary of this build.

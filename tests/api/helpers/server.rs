@@ -96,6 +96,7 @@ pub fn settings_for(database: tokio_postgres::Config) -> Settings {
         audit: Default::default(),
         rate_limits: Default::default(),
         ui: false,
+        redis: None,
     }
 }
 
