@@ -13,7 +13,7 @@ use crate::helpers::process::ServeProcess;
 use crate::helpers::{TestDb, admin_config, stderr};
 
 const REPOSITORY: &str = env!("CARGO_MANIFEST_DIR");
-const COPIED: [&str; 13] = [
+const COPIED: [&str; 14] = [
     "Cargo.toml",
     "Cargo.lock",
     "build.rs",
@@ -22,6 +22,8 @@ const COPIED: [&str; 13] = [
     "migrations",
     "queries",
     "prompts",
+    // the workbench's page, embedded in the binary
+    "ui",
     "codegen/Cargo.toml",
     "codegen/build",
     "codegen/catalogue",

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::cluster::PrivateCluster;
 use crate::helpers::process::ServeProcess;
-use crate::helpers::server::{client, text};
+use crate::helpers::server::{client, text, try_call};
 use crate::helpers::{SEATTLE, SEATTLE_STORE_ID};
 
 /// What one call gave: when it started (since the load began), how long it
@@ -68,18 +68,9 @@ async fn load(
                         i += 1;
                         let started = began.elapsed();
                         let at = Instant::now();
-                        let result = client
-                            .call_tool(
-                                rmcp::model::CallToolRequestParams::new(tool)
-                                    .with_arguments(arguments.as_object().unwrap().clone()),
-                            )
-                            .await;
-                        let error = match result {
-                            Err(err) => Some(format!("{tool}: protocol error: {err}")),
-                            Ok(result) if result.is_error == Some(true) => {
-                                Some(format!("{tool}: {}", text(&result)))
-                            }
-                            Ok(result) => seattle_only(tool, &result.structured_content.unwrap()),
+                        let error = match try_call(&client, tool, &arguments).await {
+                            Ok(answer) => seattle_only(tool, &answer),
+                            Err(error) => Some(error),
                         };
                         outcomes.push(Outcome {
                             started,
@@ -133,19 +124,6 @@ fn median(outcomes: &[Outcome], window: std::ops::Range<Duration>) -> Duration {
     took.get(took.len() / 2).copied().unwrap_or_default()
 }
 
-async fn metric(server: &ServeProcess, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", server.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with(name))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn readyz(server: &ServeProcess) -> u16 {
     reqwest::get(format!("http://{}/readyz", server.address))
         .await
@@ -195,7 +173,7 @@ async fn a_restart_of_postgresql_in_fast_or_immediate_mode_costs_callers_latency
         &failed[..failed.len().min(5)]
     );
     // the restarts really broke connections: calls were tried again
-    let retries = metric(&server, "sqlmcp_call_retries_total").await;
+    let retries = server.metric_total("sqlmcp_call_retries_total").await;
     assert!(
         retries > 0.0,
         "no call was retried: the restarts broke nothing"

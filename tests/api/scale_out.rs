@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolRequestParams, ProtocolVersion};
+use rmcp::model::ProtocolVersion;
 use serde_json::json;
 
 use crate::helpers::balancer::{Haproxy, PgBouncer};
 use crate::helpers::process::ServeProcess;
-use crate::helpers::server::{client, text};
+use crate::helpers::server::{client, try_call};
 use crate::helpers::{HEAD_OFFICE, ONLINE, REDMOND, SEATTLE, TestDb};
 
 /// Each identity and the stores it must see.
@@ -33,19 +33,6 @@ struct Outcome {
     started: Duration,
     ended: Duration,
     error: Option<String>,
-}
-
-async fn calls_served(instance: &ServeProcess) -> f64 {
-    let text = reqwest::get(format!("http://{}/metrics", instance.address))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("sqlmcp_tool_calls_total{"))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -96,19 +83,9 @@ async fn instances_behind_a_load_balancer_and_pgbouncer_lose_only_the_calls_in_f
                 };
                 i += 1;
                 let started = began.elapsed();
-                let result = client
-                    .call_tool(
-                        CallToolRequestParams::new(tool)
-                            .with_arguments(arguments.as_object().unwrap().clone()),
-                    )
-                    .await;
-                let error = match result {
-                    Err(err) => Some(format!("{tool} as {caller}: {err}")),
-                    Ok(result) if result.is_error == Some(true) => {
-                        Some(format!("{tool} as {caller}: {}", text(&result)))
-                    }
-                    Ok(result) => {
-                        let answer = result.structured_content.unwrap();
+                let error = match try_call(&client, tool, &arguments).await {
+                    Err(error) => Some(format!("{error} (as {caller})")),
+                    Ok(answer) => {
                         let seen: BTreeSet<i64> = answer["rows"]
                             .as_array()
                             .unwrap()
@@ -131,8 +108,13 @@ async fn instances_behind_a_load_balancer_and_pgbouncer_lose_only_the_calls_in_f
     }
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let before_kill: Vec<f64> =
-        futures_util::future::join_all(instances.iter().flatten().map(calls_served)).await;
+    let before_kill: Vec<f64> = futures_util::future::join_all(
+        instances
+            .iter()
+            .flatten()
+            .map(|instance| instance.metric_total("sqlmcp_tool_calls_total{")),
+    )
+    .await;
     let killed_at = began.elapsed();
     instances[1].take().unwrap().kill().await;
     let killed = began.elapsed();
@@ -149,8 +131,13 @@ async fn instances_behind_a_load_balancer_and_pgbouncer_lose_only_the_calls_in_f
         "calls did not reach every instance: {before_kill:?}"
     );
     // the survivors went on answering
-    let after: Vec<f64> =
-        futures_util::future::join_all(instances.iter().flatten().map(calls_served)).await;
+    let after: Vec<f64> = futures_util::future::join_all(
+        instances
+            .iter()
+            .flatten()
+            .map(|instance| instance.metric_total("sqlmcp_tool_calls_total{")),
+    )
+    .await;
     let after_kill = outcomes.iter().filter(|o| o.started > killed).count();
     assert!(after_kill >= 24, "only {after_kill} calls after the kill");
     // only calls in flight on the killed instance failed, and no answer

@@ -30,7 +30,7 @@ use crate::secret::Secret;
 
 /// The deadline of one Redis operation: a Redis that does not answer within
 /// it costs a call no more than this.
-pub const OP_TIMEOUT: Duration = Duration::from_millis(50);
+pub const OP_TIMEOUT: Duration = Duration::from_millis(200);
 
 /// How often a Redis that is down is asked whether it is back (and one that
 /// is up whether it still is).

@@ -66,6 +66,21 @@ impl ServeProcess {
         format!("http://{}/mcp", self.address)
     }
 
+    /// The sum of the `/metrics` samples whose line starts with `prefix`
+    /// (a name, or a name and the start of its labels), 0 if none.
+    pub async fn metric_total(&self, prefix: &str) -> f64 {
+        let text = reqwest::get(format!("http://{}/metrics", self.address))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|line| line.starts_with(prefix))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id().expect("the server is running")

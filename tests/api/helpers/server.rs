@@ -242,6 +242,26 @@ pub async fn call(
         .unwrap_or_else(|err| panic!("{tool}: {err}"))
 }
 
+/// Calls `tool`, for tests that count failures: the structured answer, or
+/// what went wrong (a protocol fault or a tool error) as text.
+pub async fn try_call(
+    client: &RunningService<RoleClient, ClientConfig>,
+    tool: &str,
+    arguments: &Value,
+) -> Result<Value, String> {
+    let result = client
+        .call_tool(
+            CallToolRequestParams::new(tool.to_owned())
+                .with_arguments(arguments.as_object().unwrap().clone()),
+        )
+        .await
+        .map_err(|err| format!("{tool}: {err}"))?;
+    if result.is_error == Some(true) {
+        return Err(format!("{tool}: {}", text(&result)));
+    }
+    Ok(result.structured_content.unwrap_or_default())
+}
+
 /// The text of a result's first content item.
 pub fn text(result: &CallToolResult) -> String {
     result
