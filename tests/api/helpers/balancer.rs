@@ -69,6 +69,12 @@ fn program(name: &str) -> PathBuf {
 fn wait_for(address: SocketAddr, what: &str, child: &mut Child) {
     for _ in 0..100 {
         if std::net::TcpStream::connect_timeout(&address, Duration::from_millis(100)).is_ok() {
+            // another test's process may have taken the port in between:
+            // then ours could not listen, and exits
+            std::thread::sleep(Duration::from_millis(100));
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{what} exited at start ({status}): another process listens on {address}");
+            }
             return;
         }
         if let Ok(Some(status)) = child.try_wait() {

@@ -11,18 +11,34 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// A Redis on a port that was free a moment ago.
+    /// A Redis of this test's own, on a port that was free a moment ago.
+    /// Another test may take the same port in between: then this one's
+    /// `redis-server` cannot listen and the other's would answer in its
+    /// place, so the answer must come from this process, or it tries again
+    /// on another port.
     pub async fn start() -> RedisServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        RedisServer::start_on(port).await
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(server) = RedisServer::try_start_on(port).await {
+                return server;
+            }
+        }
+        panic!("redis-server could not get a port of its own in 5 tries");
     }
 
     /// A Redis on `port`, ready to answer.
     pub async fn start_on(port: u16) -> RedisServer {
+        RedisServer::try_start_on(port)
+            .await
+            .unwrap_or_else(|| panic!("another process listens on port {port}"))
+    }
+
+    /// A Redis on `port`, or `None` if another process answers there.
+    async fn try_start_on(port: u16) -> Option<RedisServer> {
         let child = Command::new(binary())
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
@@ -30,19 +46,38 @@ impl RedisServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap_or_else(|err| panic!("cannot start redis-server: {err}"));
-        let server = RedisServer {
+        let mut server = RedisServer {
             child: Some(child),
             port,
         };
         let started = Instant::now();
-        while !server.answers().await {
+        loop {
+            if let Some(pid) = server.process_id().await {
+                return (pid == server.child.as_ref().unwrap().id()).then_some(server);
+            }
+            if let Ok(Some(_)) = server.child.as_mut().unwrap().try_wait() {
+                return None;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(10),
                 "redis-server on port {port} did not answer within 10 s"
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        server
+    }
+
+    /// The process id of the Redis that answers on this port, if one does.
+    async fn process_id(&self) -> Option<u32> {
+        let client = redis::Client::open(self.url()).ok()?;
+        let mut connection = client.get_multiplexed_async_connection().await.ok()?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut connection)
+            .await
+            .ok()?;
+        info.lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+            .and_then(|pid| pid.trim().parse().ok())
     }
 
     /// `redis://127.0.0.1:PORT`.
@@ -57,19 +92,6 @@ impl RedisServer {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
-    }
-
-    async fn answers(&self) -> bool {
-        let Ok(client) = redis::Client::open(self.url()) else {
-            return false;
-        };
-        let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
-            return false;
-        };
-        redis::cmd("PING")
-            .query_async::<String>(&mut connection)
-            .await
-            .is_ok()
     }
 
     /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
